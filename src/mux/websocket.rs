@@ -1,0 +1,266 @@
+//! A websocket connection seen as one ordered byte stream.
+//!
+//! This module owns the translation between websocket messages and bytes, the
+//! Rust counterpart of Go's `websocket.NetConn(ctx, conn, websocket.MessageBinary)`
+//! (github.com/coder/websocket `netconn.go`), which coderd and the Go agent put
+//! under yamux:
+//!
+//! * reading concatenates the payloads of binary messages; message boundaries
+//!   carry no meaning (Go writes a yamux header and its body as two messages);
+//! * Ping, Pong and raw frames are not data; tungstenite answers pings by
+//!   itself, which works because the yamux driver keeps reading;
+//! * an empty binary message is skipped (it is not end of stream);
+//! * a Close frame, or the end of the websocket, is end of stream (EOF);
+//! * a Text message is a protocol error: the read fails with
+//!   [`io::ErrorKind::InvalidData`] (Go closes with `StatusUnsupportedData`);
+//! * every write goes out as a binary message; bytes written between two
+//!   flushes are coalesced into one message (at most [`MAX_WRITE_MESSAGE`]
+//!   bytes), so one yamux frame normally travels as one message;
+//! * shutting the writer down sends a Close frame with status 1000 (normal).
+//!
+//! It knows nothing about yamux, DRPC or Coder. The websocket handshake and its
+//! HTTP headers belong to the caller; [`client_config`] and [`server_config`]
+//! give the message limits to use for it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Largest websocket message we accept: 4 MiB, the limit the Go agent sets
+/// with `conn.SetReadLimit(1 << 22)` (coder `codersdk/agentsdk`).
+///
+/// yamux frames from Go are at most one stream window (256 KiB) plus a
+/// 12-byte header, so real traffic stays far below it.
+pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
+
+/// Largest binary message this adapter writes when it coalesces several
+/// writes (64 KiB). A single write is never split across messages unless it
+/// is longer than this.
+pub const MAX_WRITE_MESSAGE: usize = 64 << 10;
+
+/// Websocket settings for the agent side (client) of the RPC connection:
+/// messages and frames are limited to [`MAX_MESSAGE_SIZE`] (4 MiB), as the Go
+/// agent does; everything else keeps tungstenite's defaults.
+///
+/// Pass it to `tokio_tungstenite::connect_async_with_config`.
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE))
+}
+
+/// Websocket settings for the coderd side (server) of the RPC connection.
+///
+/// Same limits as [`client_config`]: a Go agent sends yamux frames of at most
+/// 256 KiB + 12 bytes per message, so 4 MiB leaves ample room while bounding
+/// what a misbehaving peer can make us buffer. Pass it to
+/// `tokio_tungstenite::accept_async_with_config` or
+/// `WebSocketStream::from_raw_socket`.
+pub fn server_config() -> WebSocketConfig {
+    client_config()
+}
+
+/// A websocket connection used as one `AsyncRead + AsyncWrite` byte stream.
+///
+/// See the [module documentation](self) for the exact mapping. Works for both
+/// roles and any transport `S` (e.g. `MaybeTlsStream<TcpStream>` on the
+/// client, `TokioIo<Upgraded>` or a `TcpStream` on the server).
+#[derive(Debug)]
+pub struct WsByteStream<S> {
+    ws: WebSocketStream<S>,
+    /// Unread rest of the current binary message.
+    read_buf: Bytes,
+    /// The peer ended the websocket (Close frame or end of stream).
+    read_eof: bool,
+    /// A previous read failed; the stream is unusable for reading.
+    read_failed: bool,
+    /// Bytes written since the last message was queued.
+    write_buf: BytesMut,
+    /// Our Close frame has been queued.
+    close_sent: bool,
+}
+
+impl<S> WsByteStream<S> {
+    /// Wraps an established websocket (after the handshake).
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        WsByteStream {
+            ws,
+            read_buf: Bytes::new(),
+            read_eof: false,
+            read_failed: false,
+            write_buf: BytesMut::new(),
+            close_sent: false,
+        }
+    }
+
+    /// The underlying websocket.
+    pub fn get_ref(&self) -> &WebSocketStream<S> {
+        &self.ws
+    }
+
+    /// Gives the websocket back. Unread message bytes and written bytes not
+    /// yet flushed are discarded.
+    pub fn into_inner(self) -> WebSocketStream<S> {
+        self.ws
+    }
+}
+
+impl<S> From<WebSocketStream<S>> for WsByteStream<S> {
+    fn from(ws: WebSocketStream<S>) -> Self {
+        WsByteStream::new(ws)
+    }
+}
+
+/// Maps a tungstenite error to the `io::Error` a byte stream would report.
+fn ws_to_io(e: WsError) -> io::Error {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        WsError::Io(e) => e,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::BrokenPipe, e)
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            io::Error::new(io::ErrorKind::ConnectionReset, e)
+        }
+        WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) => {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        }
+        other => io::Error::other(other),
+    }
+}
+
+impl<S> WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Queues the coalesced write buffer as one binary message.
+    fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_to_io)?;
+        let payload = self.write_buf.split().freeze();
+        Pin::new(&mut self.ws)
+            .start_send(Message::Binary(payload))
+            .map_err(ws_to_io)?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S> AsyncRead for WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !this.read_buf.is_empty() {
+                let n = this.read_buf.len().min(buf.remaining());
+                buf.put_slice(&this.read_buf[..n]);
+                this.read_buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_failed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "websocket reader failed earlier",
+                )));
+            }
+            if this.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                None => this.read_eof = true,
+                Some(Err(e)) => {
+                    this.read_failed = true;
+                    return Poll::Ready(Err(ws_to_io(e)));
+                }
+                // Empty messages are skipped by the length check above.
+                Some(Ok(Message::Binary(data))) => this.read_buf = data,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    tracing::trace!(?frame, "websocket close frame received");
+                    this.read_eof = true;
+                }
+                Some(Ok(Message::Text(_))) => {
+                    this.read_failed = true;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected websocket text message on a binary byte stream",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl<S> AsyncWrite for WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.close_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "websocket writer has been shut down",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.write_buf.len() + buf.len() > MAX_WRITE_MESSAGE {
+            ready!(this.poll_send_buffered(cx))?;
+        }
+        let n = buf.len().min(MAX_WRITE_MESSAGE - this.write_buf.len());
+        this.write_buf.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_buffered(cx))?;
+        Pin::new(&mut this.ws).poll_flush(cx).map_err(ws_to_io)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            ready!(this.poll_send_buffered(cx))?;
+            ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(ws_to_io)?;
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            this.close_sent = true;
+            match Pin::new(&mut this.ws).start_send(Message::Close(Some(frame))) {
+                Ok(()) => {}
+                // The peer closed first: nothing left to say.
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Err(e) => return Poll::Ready(Err(ws_to_io(e))),
+            }
+        }
+        Pin::new(&mut this.ws).poll_close(cx).map_err(ws_to_io)
+    }
+}

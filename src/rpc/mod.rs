@@ -1,0 +1,85 @@
+//! The versioned DRPC clients and servers of the agent and tailnet APIs.
+//!
+//! Generated from `spec/proto` and `spec/versions.toml`. For each service
+//! there is one client trait per API version, each extending the previous
+//! one (`AgentClient20` ⊂ `AgentClient21` ⊂ … as Go's `DRPCAgentClient20` …),
+//! a concrete client per version (`Agent20`, `Agent28`, …) that has exactly
+//! the RPCs of its version, a server trait (`AgentServer`) whose methods
+//! answer Unimplemented unless overridden, and method descriptors.
+//!
+//! A v2.0 client has no method of a later version:
+//!
+//! ```compile_fail
+//! use coder_agentsdk::rpc::agent::{Agent20, AgentClient28};
+//! fn call(client: Agent20) {
+//!     let _ = client.update_app_status(Default::default());
+//! }
+//! ```
+//!
+//! while a v2.8 client has them all:
+//!
+//! ```
+//! use coder_agentsdk::rpc::prelude::*;
+//! fn call(client: coder_agentsdk::rpc::agent::Agent28) {
+//!     let _ = client.update_app_status(Default::default());
+//!     let _ = client.get_manifest(Default::default());
+//! }
+//! ```
+
+use crate::drpc::{ApiVersion, MethodDesc};
+
+/// The `coder.agent.v2.Agent` service.
+#[allow(clippy::all)]
+pub mod agent {
+    include!("../../generated/drpc_agent.rs");
+}
+
+/// The `coder.tailnet.v2.Tailnet` service.
+#[allow(clippy::all)]
+pub mod tailnet {
+    include!("../../generated/drpc_tailnet.rs");
+}
+
+/// The API version history from `spec/versions.toml`.
+pub mod versions {
+    include!("../../generated/versions.rs");
+}
+
+pub use versions::{CURRENT_VERSION, VERSIONS};
+
+/// One API version and what it added.
+#[derive(Clone, Copy, Debug)]
+pub struct VersionInfo {
+    /// The version.
+    pub version: ApiVersion,
+    /// The first Coder release that accepts it, where known.
+    pub release: Option<&'static str>,
+    /// What changed, in one line.
+    pub summary: &'static str,
+    /// The RPCs it adds, across services.
+    pub adds: &'static [&'static MethodDesc],
+}
+
+/// Every client trait of every version, so that `use coder_agentsdk::rpc::prelude::*` makes all methods callable.
+pub mod prelude {
+    pub use super::agent::{
+        AgentClient20, AgentClient21, AgentClient210, AgentClient211, AgentClient22, AgentClient23,
+        AgentClient24, AgentClient25, AgentClient26, AgentClient27, AgentClient28, AgentClient29,
+    };
+    pub use super::tailnet::{
+        TailnetClient20, TailnetClient21, TailnetClient210, TailnetClient211, TailnetClient22,
+        TailnetClient23, TailnetClient24, TailnetClient25, TailnetClient26, TailnetClient27,
+        TailnetClient28, TailnetClient29,
+    };
+    pub use crate::drpc::DrpcClient;
+}
+
+/// Every method descriptor of every service.
+pub fn all_methods() -> impl Iterator<Item = &'static MethodDesc> {
+    agent::methods::ALL.iter().chain(tailnet::methods::ALL.iter()).copied()
+}
+
+/// The API version that introduced an RPC path, if the crate knows the path.
+pub fn method_by_path(path: &str) -> Option<&'static MethodDesc> {
+    all_methods().find(|m| m.path == path)
+}
