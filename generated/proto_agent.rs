@@ -277,8 +277,8 @@ pub struct Manifest {
     pub workspace_name: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub git_auth_configs: u32,
-    #[prost(map = "string, string", tag = "3")]
-    pub environment_variables: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub environment_variables: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
@@ -411,8 +411,8 @@ impl ::prost::Name for GetServiceBannerRequest {
 /// Network and session statistics reported periodically by the agent.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Stats {
-    #[prost(map = "string, int64", tag = "1")]
-    pub connections_by_proto: ::std::collections::HashMap<
+    #[prost(btree_map = "string, int64", tag = "1")]
+    pub connections_by_proto: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         i64,
     >,
@@ -444,8 +444,11 @@ pub struct Stats {
     #[prost(message, repeated, tag = "12")]
     pub metrics: ::prost::alloc::vec::Vec<stats::Metric>,
     /// Active sessions keyed by app name (API v2.11).
-    #[prost(map = "string, int64", tag = "13")]
-    pub session_counts: ::std::collections::HashMap<::prost::alloc::string::String, i64>,
+    #[prost(btree_map = "string, int64", tag = "13")]
+    pub session_counts: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        i64,
+    >,
 }
 /// Nested message and enum types in `Stats`.
 pub mod stats {

@@ -7,15 +7,15 @@
 pub struct DerpMap {
     #[prost(message, optional, tag = "1")]
     pub home_params: ::core::option::Option<derp_map::HomeParams>,
-    #[prost(map = "int64, message", tag = "2")]
-    pub regions: ::std::collections::HashMap<i64, derp_map::Region>,
+    #[prost(btree_map = "int64, message", tag = "2")]
+    pub regions: ::prost::alloc::collections::BTreeMap<i64, derp_map::Region>,
 }
 /// Nested message and enum types in `DERPMap`.
 pub mod derp_map {
     #[derive(Clone, PartialEq, ::prost::Message)]
     pub struct HomeParams {
-        #[prost(map = "int64, double", tag = "1")]
-        pub region_score: ::std::collections::HashMap<i64, f64>,
+        #[prost(btree_map = "int64, double", tag = "1")]
+        pub region_score: ::prost::alloc::collections::BTreeMap<i64, f64>,
     }
     impl ::prost::Name for HomeParams {
         const NAME: &'static str = "HomeParams";
@@ -131,10 +131,13 @@ pub struct Node {
     pub disco: ::prost::alloc::string::String,
     #[prost(int32, tag = "5")]
     pub preferred_derp: i32,
-    #[prost(map = "string, double", tag = "6")]
-    pub derp_latency: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
-    #[prost(map = "int32, string", tag = "7")]
-    pub derp_forced_websocket: ::std::collections::HashMap<
+    #[prost(btree_map = "string, double", tag = "6")]
+    pub derp_latency: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        f64,
+    >,
+    #[prost(btree_map = "int32, string", tag = "7")]
+    pub derp_forced_websocket: ::prost::alloc::collections::BTreeMap<
         i32,
         ::prost::alloc::string::String,
     >,
@@ -456,10 +459,16 @@ pub struct Netcheck {
     /// 0 when unknown
     #[prost(int64, tag = "13")]
     pub preferred_derp: i64,
-    #[prost(map = "int64, message", tag = "14")]
-    pub region_v4_latency: ::std::collections::HashMap<i64, ::prost_types::Duration>,
-    #[prost(map = "int64, message", tag = "15")]
-    pub region_v6_latency: ::std::collections::HashMap<i64, ::prost_types::Duration>,
+    #[prost(btree_map = "int64, message", tag = "14")]
+    pub region_v4_latency: ::prost::alloc::collections::BTreeMap<
+        i64,
+        ::prost_types::Duration,
+    >,
+    #[prost(btree_map = "int64, message", tag = "15")]
+    pub region_v6_latency: ::prost::alloc::collections::BTreeMap<
+        i64,
+        ::prost_types::Duration,
+    >,
     #[prost(message, optional, tag = "17")]
     pub global_v4: ::core::option::Option<netcheck::NetcheckIp>,
     #[prost(message, optional, tag = "18")]

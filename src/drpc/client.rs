@@ -24,12 +24,10 @@ use super::method::MethodDesc;
 pub trait Transport: Send + Sync + 'static {
     /// Runs one unary call: `request` is the encoded request message, the
     /// result the encoded reply message.
-    fn unary(&self, method: &'static MethodDesc, request: Bytes)
-        -> BoxFuture<'static, Result<Bytes, RpcError>>;
+    fn unary(&self, method: &'static MethodDesc, request: Bytes) -> BoxFuture<'static, Result<Bytes, RpcError>>;
 
     /// Starts a streaming call and returns its two halves.
-    fn open_stream(&self, method: &'static MethodDesc)
-        -> BoxFuture<'static, Result<RawStream, RpcError>>;
+    fn open_stream(&self, method: &'static MethodDesc) -> BoxFuture<'static, Result<RawStream, RpcError>>;
 }
 
 /// A transport shared by every client built on one connection.
@@ -64,10 +62,7 @@ pub struct RawStream {
 
 impl RawStream {
     /// Builds a stream from the channels a transport pumps.
-    pub fn new(
-        outbound: mpsc::Sender<Outbound>,
-        inbound: mpsc::Receiver<Result<Bytes, RpcError>>,
-    ) -> Self {
+    pub fn new(outbound: mpsc::Sender<Outbound>, inbound: mpsc::Receiver<Result<Bytes, RpcError>>) -> Self {
         RawStream {
             sender: RawSender { tx: Some(outbound) },
             receiver: RawReceiver { rx: inbound },
@@ -84,9 +79,10 @@ pub struct RawSender {
 impl RawSender {
     /// Sends one encoded message; waits while the transport is busy.
     pub async fn send(&mut self, message: Bytes) -> Result<(), RpcError> {
-        let tx = self.tx.as_ref().ok_or(RpcError::Protocol(
-            "send after close_send".to_owned(),
-        ))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or(RpcError::Protocol("send after close_send".to_owned()))?;
         tx.send(Outbound::Message(message))
             .await
             .map_err(|_| RpcError::ConnectionClosed)
@@ -157,10 +153,7 @@ where
     let transport = transport.clone();
     let request = Bytes::from(request.encode_to_vec());
     async move {
-        let RawStream {
-            mut sender,
-            receiver,
-        } = transport.open_stream(method).await?;
+        let RawStream { mut sender, receiver } = transport.open_stream(method).await?;
         sender.send(request).await?;
         sender.close_send().await?;
         Ok(Streaming::new(method, receiver))

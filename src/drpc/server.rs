@@ -128,7 +128,14 @@ impl ServerCall {
         let _ = self.result.send(result);
     }
 
-    fn split<Req, Resp>(self, method: &'static MethodDesc) -> (RequestStream<Req>, ResponseSink<Resp>, oneshot::Sender<Result<(), RpcError>>) {
+    fn split<Req, Resp>(
+        self,
+        method: &'static MethodDesc,
+    ) -> (
+        RequestStream<Req>,
+        ResponseSink<Resp>,
+        oneshot::Sender<Result<(), RpcError>>,
+    ) {
         (
             RequestStream {
                 method,

@@ -449,13 +449,8 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         return Ok(None);
     };
     let header_len = end - frame.data.len();
-    let (kind, stream_id, message_id, done, control) = (
-        frame.kind,
-        frame.stream_id,
-        frame.message_id,
-        frame.done,
-        frame.control,
-    );
+    let (kind, stream_id, message_id, done, control) =
+        (frame.kind, frame.stream_id, frame.message_id, frame.done, frame.control);
     let mut raw = buf.split_to(end);
     raw.advance(header_len);
     Ok(Some(Frame {
@@ -498,9 +493,7 @@ impl Frame {
 
     /// Number of header bytes [`Frame::append_to`] writes.
     pub const fn header_len(&self) -> usize {
-        1 + varint_len(self.stream_id)
-            + varint_len(self.message_id)
-            + varint_len(self.data.len() as u64)
+        1 + varint_len(self.stream_id) + varint_len(self.message_id) + varint_len(self.data.len() as u64)
     }
 
     /// Number of bytes [`Frame::append_to`] writes.
@@ -570,21 +563,12 @@ impl Packet {
     }
 
     /// An InvokeMetadata packet with the given entries, in order.
-    pub fn invoke_metadata<K, V>(
-        stream_id: u64,
-        message_id: u64,
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Packet
+    pub fn invoke_metadata<K, V>(stream_id: u64, message_id: u64, entries: impl IntoIterator<Item = (K, V)>) -> Packet
     where
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        Packet::new(
-            Kind::InvokeMetadata,
-            stream_id,
-            message_id,
-            encode_metadata(entries),
-        )
+        Packet::new(Kind::InvokeMetadata, stream_id, message_id, encode_metadata(entries))
     }
 
     /// A Message packet carrying an encoded protobuf message.
@@ -860,11 +844,7 @@ impl PacketAssembler {
         let (kind, control, data) = match self.partial.take() {
             Some(mut partial) if continuing => {
                 partial.data.extend_from_slice(&frame.data);
-                (
-                    partial.kind,
-                    partial.control || frame.control,
-                    partial.data.freeze(),
-                )
+                (partial.kind, partial.control || frame.control, partial.data.freeze())
             }
             _ => (frame.kind, frame.control, frame.data),
         };
@@ -874,10 +854,7 @@ impl PacketAssembler {
             if control {
                 return Ok(None);
             }
-            return Err(WireError::UnknownKind {
-                kind: kind.as_u8(),
-                id,
-            });
+            return Err(WireError::UnknownKind { kind: kind.as_u8(), id });
         }
         Ok(Some(Packet {
             kind,
@@ -927,9 +904,7 @@ pub fn encode_error(code: u64, message: &str) -> Bytes {
 /// replacing invalid sequences.
 pub fn decode_error(data: &[u8]) -> Result<(u64, String), WireError> {
     let (Some(code), Some(text)) = (data.get(..ERROR_CODE_LEN), data.get(ERROR_CODE_LEN..)) else {
-        return Err(WireError::InvalidErrorData {
-            data: data.to_vec(),
-        });
+        return Err(WireError::InvalidErrorData { data: data.to_vec() });
     };
     let mut code_bytes = [0u8; ERROR_CODE_LEN];
     code_bytes.copy_from_slice(code);
@@ -960,10 +935,7 @@ where
     for (key, value) in entries {
         let (key, value) = (key.as_ref().as_bytes(), value.as_ref().as_bytes());
         buf.put_u8(TAG_FIELD1_BYTES);
-        put_varint(
-            &mut buf,
-            (delimited_len(key.len()) + delimited_len(value.len())) as u64,
-        );
+        put_varint(&mut buf, (delimited_len(key.len()) + delimited_len(value.len())) as u64);
         buf.put_u8(TAG_FIELD1_BYTES);
         put_varint(&mut buf, key.len() as u64);
         buf.extend_from_slice(key);
@@ -1022,21 +994,9 @@ pub fn decode_metadata(data: &[u8]) -> Result<Vec<(String, String)>, WireError> 
         let start = read_delimited(data, 0, &mut pos, TAG_FIELD1_BYTES, "entry tag is not 0x0a")?;
         let entry = data.get(start..pos).unwrap_or_default();
         let mut inner = 0;
-        let key_start = read_delimited(
-            entry,
-            start,
-            &mut inner,
-            TAG_FIELD1_BYTES,
-            "key tag is not 0x0a",
-        )?;
+        let key_start = read_delimited(entry, start, &mut inner, TAG_FIELD1_BYTES, "key tag is not 0x0a")?;
         let key = entry.get(key_start..inner).unwrap_or_default();
-        let value_start = read_delimited(
-            entry,
-            start,
-            &mut inner,
-            TAG_FIELD2_BYTES,
-            "value tag is not 0x12",
-        )?;
+        let value_start = read_delimited(entry, start, &mut inner, TAG_FIELD2_BYTES, "value tag is not 0x12")?;
         let value = entry.get(value_start..inner).unwrap_or_default();
         if inner != entry.len() {
             return Err(WireError::MalformedMetadata {
@@ -1228,9 +1188,7 @@ mod tests {
         let (parsed, used) = parse_frame(&encoded).unwrap().unwrap();
         assert_eq!(used, encoded.len());
         assert_eq!(parsed.to_frame(), f);
-        let header = parse_frame_header(&encoded[..f.header_len()])
-            .unwrap()
-            .unwrap();
+        let header = parse_frame_header(&encoded[..f.header_len()]).unwrap().unwrap();
         assert_eq!(header.data_len, 200);
         assert_eq!(header.header_len, f.header_len());
     }
@@ -1272,10 +1230,7 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert!(frames[0].done);
         assert_eq!(frames[0].data.len(), 65_536);
-        assert_eq!(
-            packet.encode()[..6].as_ref(),
-            [0x05, 0x01, 0x02, 0x80, 0x80, 0x04]
-        );
+        assert_eq!(packet.encode()[..6].as_ref(), [0x05, 0x01, 0x02, 0x80, 0x80, 0x04]);
     }
 
     #[test]
@@ -1291,10 +1246,7 @@ mod tests {
         let encoded = packet.encode();
         assert_eq!(encoded.len(), packet.encoded_len());
         assert_eq!(encoded[..6].as_ref(), [0x04, 0x01, 0x02, 0x80, 0x80, 0x04]);
-        assert_eq!(
-            encoded[6 + 65_536..6 + 65_536 + 4].as_ref(),
-            [0x05, 0x01, 0x02, 0x01]
-        );
+        assert_eq!(encoded[6 + 65_536..6 + 65_536 + 4].as_ref(), [0x05, 0x01, 0x02, 0x01]);
         let mut assembler = PacketAssembler::new();
         assert_eq!(assembler.push(frames[0].clone()), Ok(None));
         assert!(assembler.has_partial());
@@ -1309,13 +1261,8 @@ mod tests {
         let frames: Vec<Frame> = packet.frames_with_split(4).collect();
         let sizes: Vec<usize> = frames.iter().map(|f| f.data.len()).collect();
         assert_eq!(sizes, [4, 4, 2]);
-        assert!(frames
-            .iter()
-            .all(|f| f.control && f.id() == PacketId::new(2, 9)));
-        assert_eq!(
-            frames.iter().map(|f| f.done).collect::<Vec<_>>(),
-            [false, false, true]
-        );
+        assert!(frames.iter().all(|f| f.control && f.id() == PacketId::new(2, 9)));
+        assert_eq!(frames.iter().map(|f| f.done).collect::<Vec<_>>(), [false, false, true]);
     }
 
     #[test]
@@ -1334,10 +1281,7 @@ mod tests {
             })
         );
         let mut a = PacketAssembler::new();
-        assert!(a
-            .push(frame(Kind::Invoke, 1, 1, true, b"x"))
-            .unwrap()
-            .is_some());
+        assert!(a.push(frame(Kind::Invoke, 1, 1, true, b"x")).unwrap().is_some());
         assert_eq!(a.last_completed(), PacketId::new(1, 1));
     }
 
@@ -1383,14 +1327,8 @@ mod tests {
         let mut a = PacketAssembler::new();
         assert_eq!(a.push(frame(Kind::Message, 1, 2, false, b"lost")), Ok(None));
         // Even a different kind is fine: it is a new packet.
-        let p = a
-            .push(frame(Kind::Error, 1, 3, true, b"kept"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (p.kind, p.message_id, p.data.as_ref()),
-            (Kind::Error, 3, &b"kept"[..])
-        );
+        let p = a.push(frame(Kind::Error, 1, 3, true, b"kept")).unwrap().unwrap();
+        assert_eq!((p.kind, p.message_id, p.data.as_ref()), (Kind::Error, 3, &b"kept"[..]));
         assert!(!a.has_partial());
         // The discarded id is now below the floor.
         assert!(a.push(frame(Kind::Message, 1, 2, true, b"")).is_err());
@@ -1416,10 +1354,7 @@ mod tests {
         let mut middle = frame(Kind::Message, 1, 2, false, b"cd");
         middle.control = true;
         a.push(middle).unwrap();
-        let p = a
-            .push(frame(Kind::Message, 1, 2, true, b"ef"))
-            .unwrap()
-            .unwrap();
+        let p = a.push(frame(Kind::Message, 1, 2, true, b"ef")).unwrap().unwrap();
         assert_eq!(p.data.as_ref(), b"abcdef");
         assert!(p.control);
     }
@@ -1432,10 +1367,7 @@ mod tests {
         assert_eq!(a.push(f), Ok(None));
         // It still counts for id monotonicity, as in Go.
         assert_eq!(a.last_completed(), PacketId::new(1, 2));
-        assert!(a
-            .push(frame(Kind::Message, 1, 3, true, b""))
-            .unwrap()
-            .is_some());
+        assert!(a.push(frame(Kind::Message, 1, 3, true, b"")).unwrap().is_some());
         // Control bit on any frame of the packet is enough.
         let mut first = frame(Kind::from_u8(0), 1, 4, false, b"a");
         first.control = true;
@@ -1460,10 +1392,7 @@ mod tests {
         // A partial unknown packet discarded by a higher id never errors.
         let mut a = PacketAssembler::new();
         a.push(frame(Kind::from_u8(8), 1, 1, false, b"")).unwrap();
-        assert!(a
-            .push(frame(Kind::Message, 1, 2, true, b""))
-            .unwrap()
-            .is_some());
+        assert!(a.push(frame(Kind::Message, 1, 2, true, b"")).unwrap().is_some());
     }
 
     #[test]
@@ -1472,42 +1401,26 @@ mod tests {
         a.push(frame(Kind::Message, 1, 1, false, &[0; 6])).unwrap();
         assert_eq!(
             a.push(frame(Kind::Message, 1, 1, true, &[0; 5])),
-            Err(WireError::PacketTooLarge {
-                size: 11,
-                limit: 10
-            })
+            Err(WireError::PacketTooLarge { size: 11, limit: 10 })
         );
         let mut a = PacketAssembler::with_max_packet_size(10);
         a.push(frame(Kind::Message, 1, 1, false, &[0; 6])).unwrap();
-        let p = a
-            .push(frame(Kind::Message, 1, 1, true, &[0; 4]))
-            .unwrap()
-            .unwrap();
+        let p = a.push(frame(Kind::Message, 1, 1, true, &[0; 4])).unwrap().unwrap();
         assert_eq!(p.data.len(), 10);
         // The limit applies before the done frame, too.
         let mut a = PacketAssembler::with_max_packet_size(10);
         assert!(a.push(frame(Kind::Message, 1, 1, false, &[0; 11])).is_err());
         // Header-only check.
-        let header = parse_frame_header(&[0x05, 0x01, 0x01, 0x0b])
-            .unwrap()
-            .unwrap();
+        let header = parse_frame_header(&[0x05, 0x01, 0x01, 0x0b]).unwrap().unwrap();
         assert_eq!(
             a.check_header(&header),
-            Err(WireError::PacketTooLarge {
-                size: 11,
-                limit: 10
-            })
+            Err(WireError::PacketTooLarge { size: 11, limit: 10 })
         );
-        let header = parse_frame_header(&[0x05, 0x01, 0x01, 0x0a])
-            .unwrap()
-            .unwrap();
+        let header = parse_frame_header(&[0x05, 0x01, 0x01, 0x0a]).unwrap().unwrap();
         assert_eq!(a.check_header(&header), Ok(()));
         assert_eq!(
             check_message_size_with_limit(11, 10),
-            Err(WireError::PacketTooLarge {
-                size: 11,
-                limit: 10
-            })
+            Err(WireError::PacketTooLarge { size: 11, limit: 10 })
         );
         assert_eq!(check_message_size_with_limit(10, 10), Ok(()));
     }
@@ -1562,10 +1475,7 @@ mod tests {
         assert_eq!(decode_error(&body), Ok((12, "Unimplemented".to_string())));
         assert_eq!(decode_error(&[0; 8]), Ok((0, String::new())));
         let code = u64::MAX - 7;
-        assert_eq!(
-            decode_error(&encode_error(code, "é")),
-            Ok((code, "é".into()))
-        );
+        assert_eq!(decode_error(&encode_error(code, "é")), Ok((code, "é".into())));
     }
 
     #[test]
@@ -1596,10 +1506,7 @@ mod tests {
         let entries = [("trace-id", "00-abc"), ("", ""), ("k", long.as_str())];
         let body = encode_metadata(entries);
         let decoded = decode_metadata(&body).unwrap();
-        let expected: Vec<(String, String)> = entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let expected: Vec<(String, String)> = entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(decoded, expected);
         assert_eq!(hex_of(&encode_metadata([("a", "b")])), "0a060a0161120162");
         assert_eq!(decode_metadata(&[]), Ok(vec![]));
@@ -1614,10 +1521,7 @@ mod tests {
         // Every strict prefix is truncated.
         for cut in 1..good.len() {
             assert!(
-                matches!(
-                    decode_metadata(&good[..cut]),
-                    Err(WireError::MalformedMetadata { .. })
-                ),
+                matches!(decode_metadata(&good[..cut]), Err(WireError::MalformedMetadata { .. })),
                 "cut {cut}"
             );
         }
@@ -1628,12 +1532,7 @@ mod tests {
             (&[0x0a, 0x05, 0x0a, 0x00, 0x12, 0x00, 0x00], 6), // trailing byte
             (&[0x0a, 0x09], 1),                               // entry longer than body
             (&[0x0a, 0x04, 0x0a, 0x05, 0x12, 0x00], 3),       // key longer than entry
-            (
-                &[
-                    0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                ],
-                1,
-            ),
+            (&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 1),
         ];
         for (body, offset) in cases {
             match decode_metadata(body) {
@@ -1695,8 +1594,7 @@ mod tests {
                 let f = Frame {
                     kind: Kind::from_u8(rng.below(10) as u8),
                     stream_id: rng.below(3) as u64,
-                    message_id: [rng.below(6) as u64, u64::MAX - rng.below(2) as u64]
-                        [usize::from(rng.below(8) == 0)],
+                    message_id: [rng.below(6) as u64, u64::MAX - rng.below(2) as u64][usize::from(rng.below(8) == 0)],
                     done: rng.below(3) != 0,
                     control: rng.below(4) == 0,
                     data: Bytes::from(rng.bytes(len)),

@@ -124,15 +124,11 @@ fn ws_to_io(e: WsError) -> io::Error {
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     match e {
         WsError::Io(e) => e,
-        WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            io::Error::new(io::ErrorKind::BrokenPipe, e)
-        }
+        WsError::ConnectionClosed | WsError::AlreadyClosed => io::Error::new(io::ErrorKind::BrokenPipe, e),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             io::Error::new(io::ErrorKind::ConnectionReset, e)
         }
-        WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) => {
-            io::Error::new(io::ErrorKind::InvalidData, e)
-        }
+        WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) => io::Error::new(io::ErrorKind::InvalidData, e),
         other => io::Error::other(other),
     }
 }
@@ -159,11 +155,7 @@ impl<S> AsyncRead for WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -213,11 +205,7 @@ impl<S> AsyncWrite for WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.close_sent {
             return Poll::Ready(Err(io::Error::new(
@@ -255,9 +243,7 @@ where
             match Pin::new(&mut this.ws).start_send(Message::Close(Some(frame))) {
                 Ok(()) => {}
                 // The peer closed first: nothing left to say.
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    return Poll::Ready(Ok(()))
-                }
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Poll::Ready(Ok(())),
                 Err(e) => return Poll::Ready(Err(ws_to_io(e))),
             }
         }

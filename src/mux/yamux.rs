@@ -260,7 +260,7 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        Self::start(io, config, yamux::Mode::Client, false).0
+        Self::start(io, config, yamux::Mode::Client, None)
     }
 
     /// Starts the server side (coderd): inbound streams are delivered by the
@@ -270,21 +270,17 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let (session, incoming) = Self::start(io, config, yamux::Mode::Server, true);
-        let incoming = incoming.unwrap_or_else(|| {
-            // Not reached: `start` always returns `Incoming` when asked to.
-            let (_tx, rx) = mpsc::channel(1);
-            Incoming { rx }
-        });
-        (session, incoming)
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let session = Self::start(io, config, yamux::Mode::Server, Some(tx));
+        (session, Incoming { rx })
     }
 
     fn start<T>(
         io: T,
         config: SessionConfig,
         mode: yamux::Mode,
-        with_incoming: bool,
-    ) -> (Session, Option<Incoming>)
+        incoming_tx: Option<mpsc::Sender<MuxStream>>,
+    ) -> Session
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -295,15 +291,9 @@ impl Session {
             open_streams: AtomicUsize::new(0),
             inbound_streams: AtomicUsize::new(0),
         });
-        let tap = Tap::new(io, state.clone());
-        let conn = yamux::Connection::new(tap.compat(), config.yamux_config(), mode);
+        let tap = TokioAsyncReadCompatExt::compat(Tap::new(io, state.clone()));
+        let conn = yamux::Connection::new(tap, config.yamux_config(), mode);
         let (open_tx, open_rx) = mpsc::channel(64);
-        let (incoming_tx, incoming) = if with_incoming {
-            let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
-            (Some(tx), Some(Incoming { rx }))
-        } else {
-            (None, None)
-        };
         let close_requested = CancellationToken::new();
         let driver = Driver {
             conn,
@@ -316,15 +306,14 @@ impl Session {
             close_timeout: config.close_timeout,
         };
         tokio::spawn(driver.run());
-        let session = Session {
+        Session {
             inner: Arc::new(SessionInner {
                 state,
                 open_tx,
                 permits: Arc::new(Semaphore::new(config.max_open_streams.max(1))),
                 close_requested,
             }),
-        };
-        (session, incoming)
+        }
     }
 
     /// Opens a new outbound stream.
@@ -427,9 +416,7 @@ where
                 self.state.fail(MuxError::ClosedLocally);
                 self.fail_pending_opens();
                 let conn = &mut self.conn;
-                match tokio::time::timeout(self.close_timeout, poll_fn(|cx| conn.poll_close(cx)))
-                    .await
-                {
+                match tokio::time::timeout(self.close_timeout, poll_fn(|cx| conn.poll_close(cx))).await {
                     Ok(Ok(())) => tracing::debug!("yamux session closed"),
                     Ok(Err(e)) => tracing::debug!(error = %e, "yamux close failed"),
                     Err(_) => tracing::debug!("yamux close timed out; dropping transport"),
@@ -469,9 +456,7 @@ where
             loop {
                 match self.conn.poll_next_inbound(cx) {
                     Poll::Ready(Some(Ok(stream))) => self.on_inbound(stream),
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Some(MuxError::from_connection(e)))
-                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(MuxError::from_connection(e))),
                     Poll::Ready(None) => return Poll::Ready(Some(MuxError::PeerClosed)),
                     Poll::Pending => break,
                 }
@@ -572,7 +557,7 @@ impl MuxStream {
         }
         MuxStream {
             id: stream.id().val(),
-            io: stream.compat(),
+            io: FuturesAsyncReadCompatExt::compat(stream),
             dead_read: Box::pin(state.dead.clone().cancelled_owned()),
             dead_write: Box::pin(state.dead.clone().cancelled_owned()),
             state,
@@ -602,11 +587,7 @@ impl Drop for MuxStream {
 }
 
 impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
@@ -630,11 +611,7 @@ impl AsyncRead for MuxStream {
 }
 
 impl AsyncWrite for MuxStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Some(e) = this.session_error() {
             return Poll::Ready(Err(e));
@@ -735,11 +712,7 @@ impl<T> Tap<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         match ready!(Pin::new(&mut this.io).poll_read(cx, buf)) {
@@ -750,19 +723,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
                         this.state.fail(MuxError::PeerClosed);
                     }
                 } else {
-                    let filled = buf.filled();
-                    // Cheap: a copy of at most one read's worth of bytes is
-                    // avoided by borrowing through a raw split.
-                    let data = filled[before..after].to_vec();
-                    this.observe(&data);
+                    this.observe(&buf.filled()[before..after]);
                 }
                 Poll::Ready(Ok(()))
             }
             Err(e) => {
-                this.state.fail(MuxError::Io(Arc::new(io::Error::new(
-                    e.kind(),
-                    e.to_string(),
-                ))));
+                this.state
+                    .fail(MuxError::Io(Arc::new(io::Error::new(e.kind(), e.to_string()))));
                 Poll::Ready(Err(e))
             }
         }
@@ -770,11 +737,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 

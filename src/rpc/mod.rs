@@ -63,13 +63,12 @@ pub struct VersionInfo {
 /// Every client trait of every version, so that `use coder_agentsdk::rpc::prelude::*` makes all methods callable.
 pub mod prelude {
     pub use super::agent::{
-        AgentClient20, AgentClient21, AgentClient210, AgentClient211, AgentClient22, AgentClient23,
-        AgentClient24, AgentClient25, AgentClient26, AgentClient27, AgentClient28, AgentClient29,
+        AgentClient20, AgentClient21, AgentClient210, AgentClient211, AgentClient22, AgentClient23, AgentClient24,
+        AgentClient25, AgentClient26, AgentClient27, AgentClient28, AgentClient29,
     };
     pub use super::tailnet::{
-        TailnetClient20, TailnetClient21, TailnetClient210, TailnetClient211, TailnetClient22,
-        TailnetClient23, TailnetClient24, TailnetClient25, TailnetClient26, TailnetClient27,
-        TailnetClient28, TailnetClient29,
+        TailnetClient20, TailnetClient21, TailnetClient210, TailnetClient211, TailnetClient22, TailnetClient23,
+        TailnetClient24, TailnetClient25, TailnetClient26, TailnetClient27, TailnetClient28, TailnetClient29,
     };
     pub use crate::drpc::DrpcClient;
 }

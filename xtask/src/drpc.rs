@@ -77,7 +77,13 @@ fn collect_methods(fds: &FileDescriptorSet, manifest: &Manifest, key: &str, spec
             .iter()
             .find(|v| v.adds_to(key).iter().any(|r| r == m.name()))
             .map(|v| v.numbers())
-            .with_context(|| format!("RPC {}.{} is in spec/proto but no version of spec/versions.toml adds it", spec.service, m.name()))?;
+            .with_context(|| {
+                format!(
+                    "RPC {}.{} is in spec/proto but no version of spec/versions.toml adds it",
+                    spec.service,
+                    m.name()
+                )
+            })?;
         methods.push(Method {
             name: m.name().to_owned(),
             input_proto: m.input_type().trim_start_matches('.').to_owned(),
@@ -90,7 +96,11 @@ fn collect_methods(fds: &FileDescriptorSet, manifest: &Manifest, key: &str, spec
     for v in &manifest.versions {
         for rpc in v.adds_to(key) {
             if !methods.iter().any(|m| &m.name == rpc) {
-                bail!("spec/versions.toml: version {} adds {}.{rpc}, which spec/proto does not define", v.version, spec.service);
+                bail!(
+                    "spec/versions.toml: version {} adds {}.{rpc}, which spec/proto does not define",
+                    v.version,
+                    spec.service
+                );
             }
         }
     }
@@ -116,7 +126,10 @@ pub fn generate_service(fds: &FileDescriptorSet, manifest: &Manifest, key: &str)
         let (input, output) = (&m.input_proto, &m.output_proto);
         let kind = m.kind();
         let (major, minor) = m.since;
-        let (major_lit, minor_lit) = (proc_macro2::Literal::u16_unsuffixed(major), proc_macro2::Literal::u16_unsuffixed(minor));
+        let (major_lit, minor_lit) = (
+            proc_macro2::Literal::u16_unsuffixed(major),
+            proc_macro2::Literal::u16_unsuffixed(minor),
+        );
         let name = &m.name;
         let doc = format!(" `{path}`: `{input}` → `{output}`, since v{major}.{minor}.");
         descs.push(quote! {
@@ -183,7 +196,11 @@ pub fn generate_service(fds: &FileDescriptorSet, manifest: &Manifest, key: &str)
         let trait_doc = format!(
             " The {} API at v{major}.{minor}: {}{}",
             spec.service,
-            if added.is_empty() { "no new RPCs on this service".to_owned() } else { format!("adds {}", added.join(", ")) },
+            if added.is_empty() {
+                "no new RPCs on this service".to_owned()
+            } else {
+                format!("adds {}", added.join(", "))
+            },
             match &v.release {
                 Some(r) => format!(" (Coder {r}+)."),
                 None => ".".to_owned(),
@@ -232,7 +249,11 @@ pub fn generate_service(fds: &FileDescriptorSet, manifest: &Manifest, key: &str)
         });
     }
     let latest_trait = trait_idents.last().context("no versions")?.clone();
-    let latest_struct = format_ident!("{}{}", prefix, version_suffix(manifest.versions.last().context("no versions")?.numbers()));
+    let latest_struct = format_ident!(
+        "{}{}",
+        prefix,
+        version_suffix(manifest.versions.last().context("no versions")?.numbers())
+    );
     let latest_alias = format_ident!("{}Latest", prefix);
     let latest_doc = format!(" The newest {} client this crate knows.", spec.service);
 
@@ -374,7 +395,10 @@ pub fn generate_versions(manifest: &Manifest) -> Result<TokenStream> {
     let mut rows = Vec::new();
     for v in &manifest.versions {
         let (major, minor) = v.numbers();
-        let (major, minor) = (proc_macro2::Literal::u16_unsuffixed(major), proc_macro2::Literal::u16_unsuffixed(minor));
+        let (major, minor) = (
+            proc_macro2::Literal::u16_unsuffixed(major),
+            proc_macro2::Literal::u16_unsuffixed(minor),
+        );
         let release = match &v.release {
             Some(r) => quote!(Some(#r)),
             None => quote!(None),
@@ -398,7 +422,10 @@ pub fn generate_versions(manifest: &Manifest) -> Result<TokenStream> {
         });
     }
     let (major, minor) = manifest.versions.last().context("no versions")?.numbers();
-    let (major, minor) = (proc_macro2::Literal::u16_unsuffixed(major), proc_macro2::Literal::u16_unsuffixed(minor));
+    let (major, minor) = (
+        proc_macro2::Literal::u16_unsuffixed(major),
+        proc_macro2::Literal::u16_unsuffixed(minor),
+    );
     Ok(quote! {
         use crate::drpc::ApiVersion;
         use crate::rpc::VersionInfo;

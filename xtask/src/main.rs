@@ -66,14 +66,21 @@ fn run() -> Result<ExitCode> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Everything `generate` would write: file name → contents.
 pub fn generate_all(spec_dir: &Path) -> Result<BTreeMap<String, String>> {
     let manifest = versions::load(spec_dir)?;
     let fds = protos::compile(spec_dir, &manifest)?;
-    let proto_sources: Vec<String> = manifest.services.values().map(|s| format!("spec/proto/{}", s.proto)).collect();
+    let proto_sources: Vec<String> = manifest
+        .services
+        .values()
+        .map(|s| format!("spec/proto/{}", s.proto))
+        .collect();
 
     let mut files = BTreeMap::new();
     for (name, text) in protos::generate(&fds, &manifest)? {
@@ -86,9 +93,15 @@ pub fn generate_all(spec_dir: &Path) -> Result<BTreeMap<String, String>> {
     }
     files.insert(
         "versions.rs".to_owned(),
-        with_header(&format_tokens(drpc::generate_versions(&manifest)?)?, "spec/versions.toml"),
+        with_header(
+            &format_tokens(drpc::generate_versions(&manifest)?)?,
+            "spec/versions.toml",
+        ),
     );
-    files.insert("rest.rs".to_owned(), with_header(&rest::generate(spec_dir)?, "spec/openapi.yaml"));
+    files.insert(
+        "rest.rs".to_owned(),
+        with_header(&rest::generate(spec_dir)?, "spec/openapi.yaml"),
+    );
     Ok(files)
 }
 
@@ -122,7 +135,9 @@ fn write_all(out: &Path, files: &BTreeMap<String, String>) -> Result<()> {
 /// `.rs` files in `out` that generation would not produce.
 fn stale_files(out: &Path, files: &BTreeMap<String, String>) -> Result<Vec<String>> {
     let mut stale = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else { return Ok(stale) };
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(stale);
+    };
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name.ends_with(".rs") && !files.contains_key(&name) {
@@ -143,7 +158,11 @@ pub fn check(spec_dir: &Path, out: &Path) -> Result<Vec<String>> {
             Err(_) => drift.push(format!("missing: generated/{name}")),
             Ok(have) if &have != want => {
                 let diff = similar::TextDiff::from_lines(&have, want);
-                let text = diff.unified_diff().context_radius(3).header(&format!("generated/{name}"), &format!("spec → {name}")).to_string();
+                let text = diff
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("generated/{name}"), &format!("spec → {name}"))
+                    .to_string();
                 drift.push(format!("stale: generated/{name}\n{text}"));
             }
             Ok(_) => {}
@@ -176,7 +195,11 @@ mod tests {
     fn committed_generated_code_matches_spec() {
         let root = workspace_root();
         let drift = check(&root.join("spec"), &root.join("generated")).unwrap();
-        assert!(drift.is_empty(), "generated/ is stale; run `cargo xtask generate`:\n{}", drift.join("\n"));
+        assert!(
+            drift.is_empty(),
+            "generated/ is stale; run `cargo xtask generate`:\n{}",
+            drift.join("\n")
+        );
     }
 
     #[test]
@@ -196,8 +219,14 @@ mod tests {
         assert_ne!(text, edited, "the edit must apply");
         std::fs::write(&proto, edited).unwrap();
         let drift = check(tmp.path(), &root.join("generated")).unwrap();
-        assert!(drift.iter().any(|d| d.starts_with("stale: generated/proto_agent.rs")), "{drift:?}");
-        assert!(drift.iter().any(|d| d.contains("tag = \"20\"")), "the diff shows the change");
+        assert!(
+            drift.iter().any(|d| d.starts_with("stale: generated/proto_agent.rs")),
+            "{drift:?}"
+        );
+        assert!(
+            drift.iter().any(|d| d.contains("tag = \"20\"")),
+            "the diff shows the change"
+        );
     }
 
     #[test]
@@ -207,7 +236,11 @@ mod tests {
         copy_dir(&root.join("spec"), tmp.path());
         let manifest = tmp.path().join("versions.toml");
         let text = std::fs::read_to_string(&manifest).unwrap();
-        std::fs::write(&manifest, text.replacen("agent = [\"UpdateAppStatus\"]", "agent = []", 1)).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replacen("agent = [\"UpdateAppStatus\"]", "agent = []", 1),
+        )
+        .unwrap();
         let err = generate_all(tmp.path()).unwrap_err();
         assert!(format!("{err:#}").contains("UpdateAppStatus"), "{err:#}");
     }
@@ -219,7 +252,15 @@ mod tests {
         copy_dir(&root.join("spec"), tmp.path());
         let manifest = tmp.path().join("versions.toml");
         let text = std::fs::read_to_string(&manifest).unwrap();
-        std::fs::write(&manifest, text.replacen("agent = [\"UpdateAppStatus\"]", "agent = [\"UpdateAppStatus\", \"Teleport\"]", 1)).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replacen(
+                "agent = [\"UpdateAppStatus\"]",
+                "agent = [\"UpdateAppStatus\", \"Teleport\"]",
+                1,
+            ),
+        )
+        .unwrap();
         let err = generate_all(tmp.path()).unwrap_err();
         assert!(format!("{err:#}").contains("Teleport"), "{err:#}");
     }

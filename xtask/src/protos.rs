@@ -22,11 +22,15 @@ pub fn generate(fds: &FileDescriptorSet, manifest: &Manifest) -> Result<BTreeMap
     config.out_dir(out.path());
     // `prost::Name` gives every message its full protobuf name (used by tests and errors).
     config.enable_type_names();
+    // Ordered maps encode in key order, as Go's deterministic marshalling does,
+    // so encodings are reproducible and comparable with the golden vectors.
+    config.btree_map(["."]);
     config.compile_fds(fds.clone()).context("prost-build")?;
     let mut files = BTreeMap::new();
     for (key, spec) in &manifest.services {
         let path = out.path().join(format!("{}.rs", spec.package));
-        let text = std::fs::read_to_string(&path).with_context(|| format!("prost-build wrote no {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("prost-build wrote no {}", path.display()))?;
         files.insert(format!("proto_{key}.rs"), text);
     }
     Ok(files)

@@ -47,8 +47,7 @@ pub const WEBSOCKET_EXTENSION: &str = "x-coder-websocket";
 /// source of the progenitor client (without any header).
 pub fn generate(spec_dir: &Path) -> Result<String> {
     let path = spec_dir.join(SPEC_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     generate_from_str(&text).with_context(|| format!("generating the REST client from {}", path.display()))
 }
 
@@ -61,21 +60,18 @@ pub fn generate_from_str(yaml: &str) -> Result<String> {
     let mut generator = progenitor::Generator::new(&settings());
     // progenitor reports some unsupported shapes by panicking; turn any such
     // panic into an error so the xtask prints one clear message.
-    let tokens = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        generator.generate_tokens(&spec)
-    }))
-    .map_err(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".to_string());
-        anyhow!("progenitor panicked while generating the client: {msg}")
-    })?
-    .map_err(|e| anyhow!("progenitor could not generate the client: {e}"))?;
+    let tokens = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generator.generate_tokens(&spec)))
+        .map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            anyhow!("progenitor panicked while generating the client: {msg}")
+        })?
+        .map_err(|e| anyhow!("progenitor could not generate the client: {e}"))?;
 
-    let file: syn::File =
-        syn::parse2(tokens).context("progenitor produced tokens that are not a Rust file")?;
+    let file: syn::File = syn::parse2(tokens).context("progenitor produced tokens that are not a Rust file")?;
     Ok(prettyplease::unparse(&file))
 }
 
@@ -91,12 +87,11 @@ pub fn settings() -> progenitor::GenerationSettings {
 
 /// Parses and checks the document; websocket operations are still present.
 pub fn load(yaml: &str) -> Result<OpenAPI> {
-    let raw: serde_json::Value =
-        serde_yaml::from_str(yaml).context("the OpenAPI document is not valid YAML")?;
+    let raw: serde_json::Value = serde_yaml::from_str(yaml).context("the OpenAPI document is not valid YAML")?;
     check_version(&raw)?;
     check_refs(&raw)?;
-    let spec: OpenAPI = serde_yaml::from_str(yaml)
-        .context("the document does not have the shape of an OpenAPI 3.0 document")?;
+    let spec: OpenAPI =
+        serde_yaml::from_str(yaml).context("the document does not have the shape of an OpenAPI 3.0 document")?;
     check_operation_ids(&spec)?;
     Ok(spec)
 }
@@ -104,9 +99,9 @@ pub fn load(yaml: &str) -> Result<OpenAPI> {
 fn check_version(raw: &serde_json::Value) -> Result<()> {
     match raw.get("openapi") {
         Some(serde_json::Value::String(v)) if v.starts_with("3.0.") => Ok(()),
-        Some(serde_json::Value::String(v)) => bail!(
-            "the document declares `openapi: {v}`; progenitor only reads OpenAPI 3.0.x"
-        ),
+        Some(serde_json::Value::String(v)) => {
+            bail!("the document declares `openapi: {v}`; progenitor only reads OpenAPI 3.0.x")
+        }
         Some(other) => bail!("`openapi` must be a version string such as \"3.0.3\", found {other}"),
         None => bail!("the document has no top-level `openapi` version; expected 3.0.x"),
     }
@@ -119,7 +114,9 @@ fn check_refs(raw: &serde_json::Value) -> Result<()> {
     let mut problems = Vec::new();
     for (location, target) in &refs {
         let Some(pointer) = target.strip_prefix('#') else {
-            problems.push(format!("{location}: `$ref: {target}` is not local; only `#/...` references are supported"));
+            problems.push(format!(
+                "{location}: `$ref: {target}` is not local; only `#/...` references are supported"
+            ));
             continue;
         };
         if raw.pointer(pointer).is_none() {
@@ -133,7 +130,10 @@ fn check_refs(raw: &serde_json::Value) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("unresolved references in the OpenAPI document:\n  {}", problems.join("\n  "))
+        bail!(
+            "unresolved references in the OpenAPI document:\n  {}",
+            problems.join("\n  ")
+        )
     }
 }
 
@@ -143,31 +143,35 @@ fn collect_refs(value: &serde_json::Value, location: &str, out: &mut Vec<(String
             for (key, child) in map {
                 if key == "$ref" {
                     if let serde_json::Value::String(target) = child {
-                        out.push((display_location(location), target.clone()));
+                        let shown = if location.is_empty() {
+                            "(document root)"
+                        } else {
+                            location
+                        };
+                        out.push((shown.to_string(), target.clone()));
                     }
                 } else {
-                    collect_refs(child, &format!("{location}/{}", escape_pointer(key)), out);
+                    collect_refs(child, &join_location(location, key), out);
                 }
             }
         }
         serde_json::Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                collect_refs(child, &format!("{location}/{i}"), out);
+                collect_refs(child, &format!("{location}[{i}]"), out);
             }
         }
         _ => {}
     }
 }
 
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
-fn display_location(location: &str) -> String {
+/// `a.b`, or `a."/x/y"` when the key is not a plain word, for error messages.
+fn join_location(location: &str, key: &str) -> String {
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if plain { key.to_string() } else { format!("{key:?}") };
     if location.is_empty() {
-        "#".to_string()
+        key
     } else {
-        format!("#{location}")
+        format!("{location}.{key}")
     }
 }
 
@@ -177,7 +181,9 @@ fn check_operation_ids(spec: &OpenAPI) -> Result<()> {
     let mut problems = Vec::new();
     for (path, item) in spec.paths.iter() {
         let ReferenceOr::Item(item) = item else {
-            problems.push(format!("path `{path}` is a `$ref`; progenitor needs path items written inline"));
+            problems.push(format!(
+                "path `{path}` is a `$ref`; progenitor needs path items written inline"
+            ));
             continue;
         };
         for (method, op) in item.iter() {
@@ -208,7 +214,9 @@ fn is_websocket(op: &openapiv3::Operation) -> bool {
 /// Drops operations marked `x-coder-websocket: true`, and path items left empty.
 pub fn remove_websocket_operations(spec: &mut OpenAPI) {
     for item in spec.paths.paths.values_mut() {
-        let ReferenceOr::Item(item) = item else { continue };
+        let ReferenceOr::Item(item) = item else {
+            continue;
+        };
         for slot in [
             &mut item.get,
             &mut item.put,
@@ -247,14 +255,16 @@ fn check_success_responses(spec: &OpenAPI) -> Result<()> {
             .chain(op.responses.default.iter().map(|r| ("default".to_string(), r)));
         for (code, response) in success {
             let body = match response {
-                ReferenceOr::Reference { reference } => match spec
-                    .components
-                    .as_ref()
-                    .and_then(|c| c.responses.get(reference.trim_start_matches("#/components/responses/")))
-                {
-                    Some(ReferenceOr::Item(r)) => body_shape(r),
-                    _ => reference.clone(),
-                },
+                ReferenceOr::Reference { reference } => {
+                    match spec
+                        .components
+                        .as_ref()
+                        .and_then(|c| c.responses.get(reference.trim_start_matches("#/components/responses/")))
+                    {
+                        Some(ReferenceOr::Item(r)) => body_shape(r),
+                        _ => reference.clone(),
+                    }
+                }
                 ReferenceOr::Item(r) => body_shape(r),
             };
             bodies.entry(body).or_default().push(code);
@@ -339,7 +349,10 @@ mod tests {
         let err = format!("{:#}", generate_from_str(&spec).unwrap_err());
         assert!(err.contains("#/components/schemas/NoSuchKey"), "{err}");
         assert!(err.contains("there is no schema `NoSuchKey`"), "{err}");
-        assert!(err.contains("/api~1v2~1workspaceagents~1me~1gitsshkey/get"), "{err}");
+        assert!(
+            err.contains("paths.\"/api/v2/workspaceagents/me/gitsshkey\".get.responses.200"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -366,7 +379,10 @@ mod tests {
     fn a_missing_operation_id_is_refused() {
         let spec = committed_spec().replacen("      operationId: get_reinit\n", "", 1);
         let err = format!("{:#}", generate_from_str(&spec).unwrap_err());
-        assert!(err.contains("GET /api/v2/workspaceagents/me/reinit has no operationId"), "{err}");
+        assert!(
+            err.contains("GET /api/v2/workspaceagents/me/reinit has no operationId"),
+            "{err}"
+        );
     }
 
     #[test]

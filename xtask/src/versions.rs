@@ -63,10 +63,12 @@ pub fn load(spec_dir: &Path) -> Result<Manifest> {
     let mut last = None;
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     for v in &manifest.versions {
-        let n = parse_version(&v.version)
-            .with_context(|| format!("versions.toml: bad version {:?}", v.version))?;
+        let n = parse_version(&v.version).with_context(|| format!("versions.toml: bad version {:?}", v.version))?;
         if last.is_some_and(|l| l >= n) {
-            bail!("versions.toml: version {} is not newer than the one before it", v.version);
+            bail!(
+                "versions.toml: version {} is not newer than the one before it",
+                v.version
+            );
         }
         last = Some(n);
         for (service, rpcs) in &v.adds {
