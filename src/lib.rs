@@ -1,8 +1,17 @@
 //! coder-agentsdk: act as a Coder workspace agent from Rust.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
+pub mod client;
 pub mod drpc;
+pub mod error;
 pub mod mux;
 pub mod proto;
 pub mod rest;
 pub mod rpc;
+#[cfg(feature = "server")]
+pub mod server;
+mod tls;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{ApiError, Error};

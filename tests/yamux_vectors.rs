@@ -345,6 +345,7 @@ async fn go_server_script_flow_control() {
         updates.push(h.length);
         window += u64::from(h.length);
     }
+    eprintln!("credit returned by our client: {updates:?}");
     assert!(
         updates.iter().all(|&d| d >= 131_072),
         "credit comes back in halves of the window or more: {updates:?}"

@@ -5,6 +5,7 @@
 //! describes each RPC; [`error`] is the one error type of a call.
 
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod method;
 pub mod server;

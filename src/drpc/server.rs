@@ -55,7 +55,7 @@ impl Router {
 
     /// Registers every method of `service`. A later registration of the same
     /// path replaces the earlier one.
-    pub fn add(mut self, service: impl Service) -> Self {
+    pub fn with_service(mut self, service: impl Service) -> Self {
         let index = self.services.len();
         for method in service.methods() {
             self.routes.insert(method.path, (index, method));

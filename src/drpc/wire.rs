@@ -1635,14 +1635,9 @@ mod tests {
 
             let mut a = PacketAssembler::with_max_packet_size(1 + rng.below(100));
             let mut buf = BytesMut::from(&input[..]);
-            loop {
-                match decode_frame(&mut buf) {
-                    Ok(Some(f)) => {
-                        if a.push(f).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(f)) = decode_frame(&mut buf) {
+                if a.push(f).is_err() {
+                    break;
                 }
             }
             let mut rest = &input[..];

@@ -410,6 +410,9 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     async fn run(mut self) {
+        // Also runs if the task is dropped (runtime shutdown): nobody waits
+        // forever on a session whose driver is gone.
+        let _exit = ExitGuard(self.state.clone());
         let end = poll_fn(|cx| self.poll_drive(cx)).await;
         match end {
             None => {
@@ -427,15 +430,9 @@ where
                 self.fail_pending_opens();
             }
         }
-        let Driver {
-            conn,
-            state,
-            incoming_tx,
-            ..
-        } = self;
+        let Driver { conn, incoming_tx, .. } = self;
         drop(incoming_tx);
         drop(conn);
-        state.exited.cancel();
     }
 
     fn fail_pending_opens(&mut self) {
@@ -516,6 +513,16 @@ where
                 tracing::debug!(stream = id, "nobody accepts yamux streams; refusing");
             }
         }
+    }
+}
+
+/// Marks the session dead and the driver exited when the driver goes away.
+struct ExitGuard(Arc<SessionState>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.fail(MuxError::ClosedLocally);
+        self.0.exited.cancel();
     }
 }
 

@@ -28,6 +28,12 @@
 
 use crate::drpc::{ApiVersion, MethodDesc};
 
+mod connection;
+mod dial;
+
+pub use connection::Connection;
+pub use dial::{rpc_url, ROLE_AGENT, RPC_PATH};
+
 /// The `coder.agent.v2.Agent` service.
 #[allow(clippy::all)]
 pub mod agent {

@@ -1,0 +1,131 @@
+//! [`Connection`]: one agent RPC connection (websocket → yamux session),
+//! running each call on its own yamux stream as Coder's
+//! `drpcsdk.MultiplexedConn` does. It is the [`Transport`] every generated
+//! client is built on.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tracing::Instrument;
+
+use crate::drpc::client::{RawStream, Transport};
+use crate::drpc::{conn, ApiVersion, MethodDesc, RpcError, SharedTransport};
+use crate::mux::yamux::{MuxError, Session};
+
+/// An open agent RPC connection. Clones share it; it closes when the last
+/// clone (and every client built on it) is dropped, or on [`Connection::close`].
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    version: ApiVersion,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("version", &self.inner.version)
+            .field("open_streams", &self.inner.session.open_streams())
+            .field("closed", &self.inner.session.is_closed())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Wraps an established yamux client session spoken at `version`.
+    pub fn new(session: Session, version: ApiVersion) -> Self {
+        Connection {
+            inner: Arc::new(Inner { session, version }),
+        }
+    }
+
+    /// The API version this connection was dialled with.
+    pub fn version(&self) -> ApiVersion {
+        self.inner.version
+    }
+
+    /// The transport to build generated clients on.
+    pub fn transport(&self) -> SharedTransport {
+        self.inner.clone()
+    }
+
+    /// Closes the connection; calls in flight fail.
+    pub fn close(&self) {
+        self.inner.session.close();
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.session.is_closed()
+    }
+
+    /// Resolves when the connection ends, with the reason.
+    pub async fn closed(&self) -> MuxError {
+        self.inner.session.closed().await
+    }
+
+    /// yamux streams currently open (one per call in flight).
+    pub fn open_streams(&self) -> usize {
+        self.inner.session.open_streams()
+    }
+}
+
+fn mux_error(e: MuxError) -> RpcError {
+    match e {
+        MuxError::ClosedLocally | MuxError::PeerClosed => RpcError::ConnectionClosed,
+        other => RpcError::Transport(other.to_io_error()),
+    }
+}
+
+impl Inner {
+    fn check_version(&self, method: &'static MethodDesc) -> Result<(), RpcError> {
+        if method.since > self.version {
+            return Err(RpcError::VersionTooOld {
+                method: method.path,
+                required: method.since,
+                negotiated: self.version,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Transport for Inner {
+    fn unary(&self, method: &'static MethodDesc, request: Bytes) -> BoxFuture<'static, Result<Bytes, RpcError>> {
+        let checked = self.check_version(method);
+        let session = self.session.clone();
+        let span = tracing::debug_span!("rpc", rpc = method.path, stream = tracing::field::Empty);
+        Box::pin(
+            async move {
+                checked?;
+                let stream = session.open_stream().await.map_err(mux_error)?;
+                tracing::Span::current().record("stream", stream.id());
+                let result = conn::client_unary(stream, method, request).await;
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "rpc failed");
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+
+    fn open_stream(&self, method: &'static MethodDesc) -> BoxFuture<'static, Result<RawStream, RpcError>> {
+        let checked = self.check_version(method);
+        let session = self.session.clone();
+        let span = tracing::debug_span!("rpc_stream", rpc = method.path, stream = tracing::field::Empty);
+        Box::pin(
+            async move {
+                checked?;
+                let stream = session.open_stream().await.map_err(mux_error)?;
+                tracing::Span::current().record("stream", stream.id());
+                Ok(conn::client_stream(stream, method))
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,164 @@
+//! Dialling the agent RPC endpoint: `GET /api/v2/workspaceagents/me/rpc`
+//! upgraded to a websocket, then a yamux client session on it, as the Go
+//! SDK's `connectRPCVersion` does. Also the versioned `connect_rpc*` methods.
+
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, http};
+
+use super::connection::Connection;
+use super::{agent, tailnet, CURRENT_VERSION};
+use crate::auth::SESSION_TOKEN_HEADER;
+use crate::client::Client;
+use crate::drpc::ApiVersion;
+use crate::error::{ApiError, Error};
+use crate::mux::websocket::{self, WsByteStream};
+use crate::mux::yamux::{Session, SessionConfig};
+
+/// The path of the agent RPC endpoint.
+pub const RPC_PATH: &str = "/api/v2/workspaceagents/me/rpc";
+
+/// The `role` query parameter value a real workspace agent sends.
+pub const ROLE_AGENT: &str = "agent";
+
+/// The websocket URL for `version` and `role`, with the query in Go's
+/// (sorted) order: `role=agent&version=2.8`.
+pub fn rpc_url(base: &url::Url, version: ApiVersion, role: Option<&str>) -> Result<url::Url, Error> {
+    let mut url = base.join(RPC_PATH).map_err(|e| Error::InvalidUrl(e.to_string()))?;
+    let scheme = match url.scheme() {
+        "http" => "ws",
+        "https" => "wss",
+        other => return Err(Error::InvalidUrl(format!("scheme {other:?} is not http or https"))),
+    };
+    url.set_scheme(scheme)
+        .map_err(|_| Error::InvalidUrl("cannot set websocket scheme".to_owned()))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.clear();
+        if let Some(role) = role.filter(|r| !r.is_empty()) {
+            q.append_pair("role", role);
+        }
+        q.append_pair("version", &version.to_string());
+    }
+    Ok(url)
+}
+
+impl Client {
+    /// Dials the RPC endpoint at `version`, sending `role` if given, and
+    /// returns the raw connection any generated client can be built on.
+    pub async fn connect_rpc_version(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
+        crate::tls::install_crypto_provider();
+        let url = rpc_url(self.base_url(), version, role)?;
+        let token = self.session_token().await?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::WebSocket(e.to_string()))?;
+        let value = http::HeaderValue::from_str(token.expose())
+            .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
+        request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+
+        let span = tracing::debug_span!("dial_rpc", version = %version);
+        let _guard = span.enter();
+        drop(_guard);
+        let (ws, _response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
+                .await
+                .map_err(|e| upgrade_error(e, &url))?;
+        let session = Session::client(WsByteStream::new(ws), SessionConfig::default());
+        tracing::debug!(version = %version, "agent rpc connected");
+        Ok(Connection::new(session, version))
+    }
+
+    /// Connects at the newest version this crate knows, without a role.
+    pub async fn connect_rpc(&self) -> Result<Connection, Error> {
+        self.connect_rpc_version(CURRENT_VERSION, None).await
+    }
+
+    /// Connects at the newest version with an explicit role (`"agent"` for a
+    /// workspace agent, which turns on coderd's connection monitoring).
+    pub async fn connect_rpc_with_role(&self, role: &str) -> Result<Connection, Error> {
+        self.connect_rpc_version(CURRENT_VERSION, Some(role)).await
+    }
+
+    /// Like [`Client::connect_rpc28`], sending `role`.
+    pub async fn connect_rpc28_with_role(&self, role: &str) -> Result<(agent::Agent28, tailnet::Tailnet28), Error> {
+        let conn = self.connect_rpc_version(ApiVersion::new(2, 8), Some(role)).await?;
+        Ok((
+            agent::Agent28::new(conn.transport()),
+            tailnet::Tailnet28::new(conn.transport()),
+        ))
+    }
+}
+
+/// `connect_rpcNN` for each pinned version, returning the agent and tailnet
+/// clients of that version on one connection (Go's `ConnectRPCNNWithTailnet`).
+macro_rules! pinned_connects {
+    ($($name:ident => ($minor:literal, $agent:ident, $tailnet:ident, $release:literal)),* $(,)?) => {
+        impl Client {
+            $(
+                #[doc = concat!("Connects at API v2.", stringify!($minor), ", compatible with Coder ", $release, "+; returns the agent and tailnet clients of that version.")]
+                pub async fn $name(&self) -> Result<(agent::$agent, tailnet::$tailnet), Error> {
+                    let conn = self.connect_rpc_version(ApiVersion::new(2, $minor), None).await?;
+                    Ok((agent::$agent::new(conn.transport()), tailnet::$tailnet::new(conn.transport())))
+                }
+            )*
+        }
+    };
+}
+
+pinned_connects! {
+    connect_rpc20 => (0, Agent20, Tailnet20, "v2.8"),
+    connect_rpc21 => (1, Agent21, Tailnet21, "v2.12"),
+    connect_rpc22 => (2, Agent22, Tailnet22, "v2.13"),
+    connect_rpc23 => (3, Agent23, Tailnet23, "v2.18"),
+    connect_rpc24 => (4, Agent24, Tailnet24, "v2.20"),
+    connect_rpc25 => (5, Agent25, Tailnet25, "v2.23"),
+    connect_rpc26 => (6, Agent26, Tailnet26, "v2.24"),
+    connect_rpc27 => (7, Agent27, Tailnet27, "v2.30"),
+    connect_rpc28 => (8, Agent28, Tailnet28, "v2.31"),
+}
+
+/// Maps a failed websocket dial to the SDK error; a refused upgrade keeps
+/// coderd's status and error body (best effort: only the body bytes that
+/// arrived with the headers are available).
+fn upgrade_error(e: tungstenite::Error, url: &url::Url) -> Error {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let content_type = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.body().as_deref().unwrap_or_default();
+            Error::from(ApiError::from_response_parts(
+                response.status().as_u16(),
+                Some("GET"),
+                Some(url),
+                content_type.as_deref(),
+                body,
+            ))
+        }
+        other => Error::WebSocket(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_url_matches_go_query_order_and_scheme() {
+        let base = url::Url::parse("https://coder.example.com/some/prefix").unwrap();
+        let u = rpc_url(&base, ApiVersion::new(2, 8), Some("agent")).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "wss://coder.example.com/api/v2/workspaceagents/me/rpc?role=agent&version=2.8"
+        );
+        let base = url::Url::parse("http://127.0.0.1:3000").unwrap();
+        let u = rpc_url(&base, ApiVersion::new(2, 0), None).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "ws://127.0.0.1:3000/api/v2/workspaceagents/me/rpc?version=2.0"
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! An embedded coderd for the agent APIs, built from the same pieces as the
+//! client: a real HTTP server on a TCP port whose RPC endpoint speaks
+//! websocket → yamux → DRPC exactly as coderd does, with coderd's token and
+//! version checks and error bodies. Tests, the demo and the test kit run on
+//! it; a Go agent can be pointed at it too (`cargo run --example server`).
+//!
+//! It is an honest peer: the same 4 MiB message limit, yamux windows and
+//! error texts as coderd; it is never lenient to hide a client bug.
+
+mod api;
+pub mod rest;
+mod rpc;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
+use tokio_util::sync::CancellationToken;
+
+pub use api::{FakeApi, FakeApiHandle, Fault, Recorded};
+pub use rpc::validate_version;
+
+use crate::drpc::{ApiVersion, Router};
+use crate::error::Response as ErrorBody;
+use crate::mux::yamux::Session;
+use crate::proto::{agent, tailnet};
+use crate::rpc::agent::AgentService;
+use crate::rpc::tailnet::TailnetService;
+
+/// The cookie and query parameter coderd also accepts the token from.
+const SESSION_TOKEN_COOKIE: &str = "coder_session_token";
+
+/// Configures and starts an [`EmbeddedServer`].
+#[derive(Debug)]
+pub struct ServerBuilder {
+    token: String,
+    max_version: ApiVersion,
+    manifest: Option<agent::Manifest>,
+    listen: SocketAddr,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            token: uuid::Uuid::new_v4().to_string(),
+            max_version: crate::rpc::CURRENT_VERSION,
+            manifest: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// The agent token the server accepts (default: a random UUID).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = token.into();
+        self
+    }
+
+    /// The newest API version the server accepts (default: the crate's newest).
+    pub fn max_version(mut self, version: ApiVersion) -> Self {
+        self.max_version = version;
+        self
+    }
+
+    /// The manifest `GetManifest` returns (default: [`demo_manifest`]).
+    pub fn manifest(mut self, manifest: agent::Manifest) -> Self {
+        self.manifest = Some(manifest);
+        self
+    }
+
+    /// Where to listen (default `127.0.0.1:0`, a free loopback port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Binds and starts serving in the background.
+    pub async fn start(self) -> std::io::Result<EmbeddedServer> {
+        let listener = tokio::net::TcpListener::bind(self.listen).await?;
+        let addr = listener.local_addr()?;
+        let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
+        let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
+        let handle = FakeApiHandle(api.clone());
+        let state = ServerState {
+            inner: Arc::new(StateInner {
+                token: self.token,
+                max_version: Mutex::new(self.max_version),
+                upgrade_refusal: Mutex::new(None),
+                router: Router::new()
+                    .with_service(AgentService::new(handle.clone()))
+                    .with_service(TailnetService::new(handle)),
+                api,
+                rest: rest::RestState::default(),
+                connections: Mutex::new(Vec::new()),
+            }),
+        };
+        let app = axum::Router::new()
+            .route("/api/v2/workspaceagents/me/rpc", axum::routing::get(rpc::handle))
+            .merge(rest::routes())
+            .fallback(not_found)
+            .with_state(state.clone());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "embedded server stopped");
+            }
+        });
+        Ok(EmbeddedServer {
+            addr,
+            base_url,
+            state,
+            shutdown,
+            _task: task,
+        })
+    }
+}
+
+/// A running embedded coderd. Dropping it stops the listener and ends every agent connection.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    addr: SocketAddr,
+    base_url: url::Url,
+    state: ServerState,
+    shutdown: CancellationToken,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedServer {
+    /// A builder with defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts a server with defaults (random token, newest version, demo manifest).
+    pub async fn start() -> std::io::Result<EmbeddedServer> {
+        ServerBuilder::default().start().await
+    }
+
+    /// The server's base URL (`http://127.0.0.1:PORT/`).
+    pub fn url(&self) -> &url::Url {
+        &self.base_url
+    }
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The agent token it accepts.
+    pub fn token(&self) -> &str {
+        &self.state.inner.token
+    }
+
+    /// The RPC state: manifest, recorded reports, fault injection.
+    pub fn api(&self) -> &Arc<FakeApi> {
+        &self.state.inner.api
+    }
+
+    /// The REST state (log sources, app statuses, reinit events ...).
+    pub fn rest(&self) -> &rest::RestState {
+        &self.state.inner.rest
+    }
+
+    /// Changes the newest API version accepted from now on.
+    pub fn set_max_version(&self, version: ApiVersion) {
+        *lock(&self.state.inner.max_version) = version;
+    }
+
+    /// Refuses websocket upgrades (after the token and version checks) with
+    /// this status and body, until cleared with `None`.
+    pub fn refuse_upgrades(&self, refusal: Option<(u16, ErrorBody)>) {
+        *lock(&self.state.inner.upgrade_refusal) = refusal;
+    }
+
+    /// Agent RPC connections currently open.
+    pub fn connections(&self) -> usize {
+        lock(&self.state.inner.connections).len()
+    }
+
+    /// yamux streams open on the server side, across all connections.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.state.inner.connections)
+            .iter()
+            .map(|c| c.session.open_streams())
+            .sum()
+    }
+
+    /// Drops every agent connection (the agent sees its session end).
+    pub fn disconnect_all(&self) {
+        for c in lock(&self.state.inner.connections).iter() {
+            c.kick.cancel();
+        }
+    }
+
+    /// Stops the server.
+    pub fn shutdown(&self) {
+        self.disconnect_all();
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    token: String,
+    max_version: Mutex<ApiVersion>,
+    upgrade_refusal: Mutex<Option<(u16, ErrorBody)>>,
+    router: Router,
+    api: Arc<FakeApi>,
+    rest: rest::RestState,
+    connections: Mutex<Vec<Arc<ConnectionEntry>>>,
+}
+
+/// One open agent RPC connection.
+#[derive(Debug)]
+pub(crate) struct ConnectionEntry {
+    session: Session,
+    kick: CancellationToken,
+}
+
+impl ConnectionEntry {
+    pub(crate) async fn kicked(&self) {
+        self.kick.cancelled().await
+    }
+}
+
+impl ServerState {
+    pub(crate) fn max_version(&self) -> ApiVersion {
+        *lock(&self.inner.max_version)
+    }
+
+    pub(crate) fn router(&self) -> Router {
+        self.inner.router.clone()
+    }
+
+    /// The REST endpoints' state.
+    #[allow(dead_code)]
+    pub(crate) fn rest(&self) -> &rest::RestState {
+        &self.inner.rest
+    }
+
+    pub(crate) fn upgrade_refusal(&self) -> Option<Response<Body>> {
+        let refusal = lock(&self.inner.upgrade_refusal).clone()?;
+        let status = StatusCode::from_u16(refusal.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Some(api_error(status, refusal.1))
+    }
+
+    pub(crate) fn connection_opened(
+        &self,
+        _version: ApiVersion,
+        _role: &str,
+        session: Session,
+    ) -> Arc<ConnectionEntry> {
+        let entry = Arc::new(ConnectionEntry {
+            session,
+            kick: CancellationToken::new(),
+        });
+        lock(&self.inner.connections).push(entry.clone());
+        entry
+    }
+
+    pub(crate) fn connection_closed(&self, entry: &Arc<ConnectionEntry>) {
+        lock(&self.inner.connections).retain(|c| !Arc::ptr_eq(c, entry));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A coderd-style JSON error response.
+pub(crate) fn api_error(status: StatusCode, body: ErrorBody) -> Response<Body> {
+    let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"message\":\"internal error\"}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(json))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// coderd's workspace-agent authentication: the token from the cookie, the
+/// query or the header; 401 with coderd's messages when missing or wrong.
+pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), Box<Response<Body>>> {
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_TOKEN_COOKIE)
+        .map(|(_, v)| v.to_owned());
+    let from_query = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == SESSION_TOKEN_COOKIE)
+            .map(|(_, v)| v.into_owned())
+    });
+    let from_header = headers
+        .get(crate::auth::SESSION_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let token = from_cookie.or(from_query).or(from_header).filter(|t| !t.is_empty());
+    match token {
+        None => Err(Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorBody {
+                message: format!("Cookie \"{SESSION_TOKEN_COOKIE}\" must be provided."),
+                ..ErrorBody::default()
+            },
+        ))),
+        Some(t) if t == state.inner.token => Ok(()),
+        Some(_) => Err(Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorBody {
+                message: "Workspace agent not authorized.".to_owned(),
+                detail: "The agent cannot authenticate until the workspace provision job has been completed. If the job is no longer running, this agent is invalid.".to_owned(),
+                ..ErrorBody::default()
+            },
+        ))),
+    }
+}
+
+async fn not_found() -> Response<Body> {
+    api_error(
+        StatusCode::NOT_FOUND,
+        ErrorBody {
+            message: "Route not found.".to_owned(),
+            ..ErrorBody::default()
+        },
+    )
+}
+
+/// A plausible manifest for demos: one app, one startup script, one
+/// metadata item and an embedded DERP relay at `base_url`.
+pub fn demo_manifest(base_url: &url::Url) -> agent::Manifest {
+    let id = |n: u8| {
+        let mut b = uuid::Uuid::new_v4().into_bytes();
+        b[15] = n;
+        b.to_vec()
+    };
+    let log_source = id(1);
+    agent::Manifest {
+        agent_id: id(2),
+        agent_name: "main".to_owned(),
+        owner_username: "demo".to_owned(),
+        workspace_id: id(3),
+        workspace_name: "embedded".to_owned(),
+        git_auth_configs: 0,
+        environment_variables: [("CODER".to_owned(), "true".to_owned())].into(),
+        directory: "~".to_owned(),
+        vs_code_port_proxy_uri: format!("{}{{{{port}}}}", base_url),
+        motd_path: "/etc/motd".to_owned(),
+        disable_direct_connections: false,
+        derp_force_websockets: false,
+        parent_id: None,
+        derp_map: Some(tailnet::DerpMap {
+            home_params: Some(tailnet::derp_map::HomeParams {
+                region_score: [(999, 1.0)].into(),
+            }),
+            regions: [(
+                999,
+                tailnet::derp_map::Region {
+                    region_id: 999,
+                    embedded_relay: true,
+                    region_code: "coder".to_owned(),
+                    region_name: "Coder Embedded Relay".to_owned(),
+                    avoid: false,
+                    nodes: vec![tailnet::derp_map::region::Node {
+                        name: "999a".to_owned(),
+                        region_id: 999,
+                        host_name: base_url.host_str().unwrap_or("127.0.0.1").to_owned(),
+                        derp_port: base_url.port_or_known_default().map(i32::from).unwrap_or(80),
+                        stun_port: -1,
+                        force_http: base_url.scheme() == "http",
+                        ..Default::default()
+                    }],
+                },
+            )]
+            .into(),
+        }),
+        scripts: vec![agent::WorkspaceAgentScript {
+            log_source_id: log_source,
+            log_path: "coder-startup-script.log".to_owned(),
+            script: "echo hello from the startup script".to_owned(),
+            run_on_start: true,
+            start_blocks_login: true,
+            timeout: Some(prost_types::Duration { seconds: 300, nanos: 0 }),
+            display_name: "Startup Script".to_owned(),
+            id: id(4),
+            ..Default::default()
+        }],
+        apps: vec![agent::WorkspaceApp {
+            id: id(5),
+            url: "http://localhost:8080".to_owned(),
+            slug: "code-server".to_owned(),
+            display_name: "code-server".to_owned(),
+            sharing_level: agent::workspace_app::SharingLevel::Owner as i32,
+            healthcheck: Some(agent::workspace_app::Healthcheck {
+                url: "http://localhost:8080/healthz".to_owned(),
+                interval: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+                threshold: 6,
+            }),
+            health: agent::workspace_app::Health::Initializing as i32,
+            ..Default::default()
+        }],
+        metadata: vec![agent::workspace_agent_metadata::Description {
+            display_name: "Load".to_owned(),
+            key: "load".to_owned(),
+            script: "cat /proc/loadavg".to_owned(),
+            interval: Some(prost_types::Duration { seconds: 0, nanos: 10 }),
+            timeout: Some(prost_types::Duration { seconds: 0, nanos: 1 }),
+        }],
+        devcontainers: Vec::new(),
+        secrets: Vec::new(),
+    }
+}

@@ -1,0 +1,167 @@
+//! The RPC endpoint of the embedded server: coderd's token and version
+//! checks, the websocket upgrade, a yamux server session, and one DRPC call
+//! served per accepted yamux stream.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{api_error, authenticate, ServerState};
+use crate::drpc::{conn, ApiVersion};
+use crate::error::{Response as ErrorBody, ValidationError};
+use crate::mux::websocket::{self, WsByteStream};
+use crate::mux::yamux::{Session, SessionConfig};
+
+/// Query parameters of `GET /api/v2/workspaceagents/me/rpc`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RpcQuery {
+    version: Option<String>,
+    role: Option<String>,
+}
+
+/// Checks a requested version against the newest the server supports, with
+/// the error texts of coderd's `apiversion` package.
+pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVersion, String> {
+    let version: ApiVersion = requested
+        .parse()
+        .map_err(|_| format!("invalid version string: {requested}"))?;
+    if version.major > supported.major {
+        return Err(format!(
+            "server is at version {supported}, behind requested major version {requested}"
+        ));
+    }
+    if version.major < supported.major {
+        return Err(format!("version {requested} is no longer supported"));
+    }
+    if version.minor > supported.minor {
+        return Err(format!(
+            "server is at version {supported}, behind requested minor version {requested}"
+        ));
+    }
+    Ok(version)
+}
+
+pub(crate) async fn handle(
+    State(state): State<ServerState>,
+    Query(query): Query<RpcQuery>,
+    mut request: Request<Body>,
+) -> Response<Body> {
+    if let Err(response) = authenticate(&state, request.headers(), request.uri()) {
+        return *response;
+    }
+    // coderd treats a missing version as 2.0.
+    let requested = query.version.as_deref().unwrap_or("2.0");
+    let version = match validate_version(requested, state.max_version()) {
+        Ok(v) => v,
+        Err(detail) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    message: "Unknown or unsupported API version".to_owned(),
+                    detail: String::new(),
+                    validations: vec![ValidationError {
+                        field: "version".to_owned(),
+                        detail,
+                    }],
+                },
+            )
+        }
+    };
+    if let Some(response) = state.upgrade_refusal() {
+        return response;
+    }
+    let Some(accept) = websocket_accept(request.headers()) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorBody {
+                message: "Expected a websocket upgrade request.".to_owned(),
+                ..ErrorBody::default()
+            },
+        );
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody {
+                message: "Connection cannot be upgraded.".to_owned(),
+                ..ErrorBody::default()
+            },
+        );
+    };
+    let role = query.role.unwrap_or_default();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket::server_config()))
+                .await;
+        serve_session(state, ws, version, role).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid upgrade request.
+fn websocket_accept(headers: &HeaderMap) -> Option<HeaderValue> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return None;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION)?.as_bytes() != b"13" {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).ok()
+}
+
+async fn serve_session<S>(state: ServerState, ws: WebSocketStream<S>, version: ApiVersion, role: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (session, mut incoming) = Session::server(WsByteStream::new(ws), SessionConfig::default());
+    let connection = state.connection_opened(version, &role, session.clone());
+    tracing::debug!(%version, %role, "agent rpc session started");
+    let router = state.router();
+    loop {
+        tokio::select! {
+            stream = incoming.accept() => {
+                let Some(stream) = stream else { break };
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let id = stream.id();
+                    if let Err(e) = conn::serve_stream(stream, router).await {
+                        tracing::debug!(stream = id, error = %e, "drpc stream ended with an error");
+                    }
+                });
+            }
+            _ = connection.kicked() => {
+                session.close();
+                break;
+            }
+        }
+    }
+    state.connection_closed(&connection);
+    tracing::debug!("agent rpc session ended");
+}
