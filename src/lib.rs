@@ -1,4 +1,4 @@
-//! coder-agentsdk: act as a Coder workspace agent from Rust.
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;

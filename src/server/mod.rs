@@ -103,6 +103,13 @@ impl ServerBuilder {
             .with_state(state.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        // Small DRPC replies must not wait for Nagle's algorithm (coderd's Go
+        // net/http sets TCP_NODELAY on accepted connections too).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {

@@ -1,0 +1,66 @@
+//! Serves the embedded coderd until killed, so that other agents (Coder's Go
+//! agent SDK, say) can be pointed at it.
+//!
+//! ```text
+//! cargo run --example server -- --listen 127.0.0.1:3000 --token 5f3c...
+//! ```
+//!
+//! Options: `--listen ADDR` (default 127.0.0.1:0), `--token TOKEN` (default: a
+//! random UUID, printed), `--max-version MAJOR.MINOR` (default: the newest).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use coder_agentsdk::drpc::ApiVersion;
+use coder_agentsdk::server::EmbeddedServer;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR]");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut builder = EmbeddedServer::builder();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else { return usage() };
+        builder = match flag.as_str() {
+            "--listen" => match value.parse::<SocketAddr>() {
+                Ok(addr) => builder.listen(addr),
+                Err(e) => {
+                    eprintln!("--listen {value}: {e}");
+                    return usage();
+                }
+            },
+            "--token" => builder.token(value),
+            "--max-version" => match value.parse::<ApiVersion>() {
+                Ok(v) => builder.max_version(v),
+                Err(e) => {
+                    eprintln!("--max-version: {e}");
+                    return usage();
+                }
+            },
+            _ => return usage(),
+        };
+    }
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("cannot start the server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("coderd (embedded) listening on {}", server.url());
+    println!("agent token: {}", server.token());
+    println!(
+        "try: CODER_AGENT_URL={} CODER_AGENT_TOKEN={} cargo run --example agent",
+        server.url(),
+        server.token()
+    );
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("waiting for Ctrl-C failed: {e}");
+    }
+    println!("stopping");
+    ExitCode::SUCCESS
+}
