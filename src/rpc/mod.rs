@@ -30,9 +30,11 @@ use crate::drpc::{ApiVersion, MethodDesc};
 
 mod connection;
 mod dial;
+mod negotiate;
 
 pub use connection::Connection;
 pub use dial::{rpc_url, ROLE_AGENT, RPC_PATH};
+pub use negotiate::{Negotiated, OLDEST_VERSION};
 
 /// The `coder.agent.v2.Agent` service.
 #[allow(clippy::all)]

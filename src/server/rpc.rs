@@ -27,9 +27,13 @@ pub(crate) struct RpcQuery {
 /// Checks a requested version against the newest the server supports, with
 /// the error texts of coderd's `apiversion` package.
 pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVersion, String> {
-    let version: ApiVersion = requested
-        .parse()
-        .map_err(|_| format!("invalid version string: {requested}"))?;
+    let parts: Vec<&str> = requested.split('.').collect();
+    let [major, minor] = parts.as_slice() else {
+        return Err(format!("invalid version string: {requested}"));
+    };
+    let major: u16 = major.parse().map_err(|_| format!("invalid major version: {requested}"))?;
+    let minor: u16 = minor.parse().map_err(|_| format!("invalid minor version: {requested}"))?;
+    let version = ApiVersion::new(major, minor);
     if version.major > supported.major {
         return Err(format!(
             "server is at version {supported}, behind requested major version {requested}"
@@ -44,6 +48,24 @@ pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVer
         ));
     }
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_validation_texts_match_coderds_apiversion() {
+        let v28 = ApiVersion::new(2, 8);
+        assert_eq!(validate_version("2.8", v28), Ok(v28));
+        assert_eq!(validate_version("2.0", v28), Ok(ApiVersion::new(2, 0)));
+        assert_eq!(validate_version("2.9", v28).unwrap_err(), "server is at version 2.8, behind requested minor version 2.9");
+        assert_eq!(validate_version("3.0", v28).unwrap_err(), "server is at version 2.8, behind requested major version 3.0");
+        assert_eq!(validate_version("1.0", v28).unwrap_err(), "version 1.0 is no longer supported");
+        assert_eq!(validate_version("cats", v28).unwrap_err(), "invalid version string: cats");
+        assert_eq!(validate_version("cats.dogs", v28).unwrap_err(), "invalid major version: cats.dogs");
+        assert_eq!(validate_version("2.dogs", v28).unwrap_err(), "invalid minor version: 2.dogs");
+    }
 }
 
 pub(crate) async fn handle(
