@@ -11,6 +11,8 @@ pub mod rest;
 pub mod rpc;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod tls;
 
 pub use client::{Client, ClientBuilder};
