@@ -102,7 +102,11 @@ mod tests {
     fn next_attempt_follows_the_server_hint_downwards_only() {
         let v = ApiVersion::new;
         assert_eq!(next_attempt(v(2, 11), Some(v(2, 8))), Some(v(2, 8)));
-        assert_eq!(next_attempt(v(2, 11), Some(v(2, 12))), Some(v(2, 10)), "a hint upwards is ignored");
+        assert_eq!(
+            next_attempt(v(2, 11), Some(v(2, 12))),
+            Some(v(2, 10)),
+            "a hint upwards is ignored"
+        );
         assert_eq!(next_attempt(v(2, 11), None), Some(v(2, 10)));
         assert_eq!(next_attempt(v(2, 0), None), None, "never below 2.0");
         assert_eq!(next_attempt(v(2, 3), Some(v(1, 9))), Some(v(2, 2)));

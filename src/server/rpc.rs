@@ -31,8 +31,12 @@ pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVer
     let [major, minor] = parts.as_slice() else {
         return Err(format!("invalid version string: {requested}"));
     };
-    let major: u16 = major.parse().map_err(|_| format!("invalid major version: {requested}"))?;
-    let minor: u16 = minor.parse().map_err(|_| format!("invalid minor version: {requested}"))?;
+    let major: u16 = major
+        .parse()
+        .map_err(|_| format!("invalid major version: {requested}"))?;
+    let minor: u16 = minor
+        .parse()
+        .map_err(|_| format!("invalid minor version: {requested}"))?;
     let version = ApiVersion::new(major, minor);
     if version.major > supported.major {
         return Err(format!(
@@ -59,12 +63,30 @@ mod tests {
         let v28 = ApiVersion::new(2, 8);
         assert_eq!(validate_version("2.8", v28), Ok(v28));
         assert_eq!(validate_version("2.0", v28), Ok(ApiVersion::new(2, 0)));
-        assert_eq!(validate_version("2.9", v28).unwrap_err(), "server is at version 2.8, behind requested minor version 2.9");
-        assert_eq!(validate_version("3.0", v28).unwrap_err(), "server is at version 2.8, behind requested major version 3.0");
-        assert_eq!(validate_version("1.0", v28).unwrap_err(), "version 1.0 is no longer supported");
-        assert_eq!(validate_version("cats", v28).unwrap_err(), "invalid version string: cats");
-        assert_eq!(validate_version("cats.dogs", v28).unwrap_err(), "invalid major version: cats.dogs");
-        assert_eq!(validate_version("2.dogs", v28).unwrap_err(), "invalid minor version: 2.dogs");
+        assert_eq!(
+            validate_version("2.9", v28).unwrap_err(),
+            "server is at version 2.8, behind requested minor version 2.9"
+        );
+        assert_eq!(
+            validate_version("3.0", v28).unwrap_err(),
+            "server is at version 2.8, behind requested major version 3.0"
+        );
+        assert_eq!(
+            validate_version("1.0", v28).unwrap_err(),
+            "version 1.0 is no longer supported"
+        );
+        assert_eq!(
+            validate_version("cats", v28).unwrap_err(),
+            "invalid version string: cats"
+        );
+        assert_eq!(
+            validate_version("cats.dogs", v28).unwrap_err(),
+            "invalid major version: cats.dogs"
+        );
+        assert_eq!(
+            validate_version("2.dogs", v28).unwrap_err(),
+            "invalid minor version: 2.dogs"
+        );
     }
 }
 
