@@ -54,42 +54,6 @@ pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVer
     Ok(version)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_validation_texts_match_coderds_apiversion() {
-        let v28 = ApiVersion::new(2, 8);
-        assert_eq!(validate_version("2.8", v28), Ok(v28));
-        assert_eq!(validate_version("2.0", v28), Ok(ApiVersion::new(2, 0)));
-        assert_eq!(
-            validate_version("2.9", v28).unwrap_err(),
-            "server is at version 2.8, behind requested minor version 2.9"
-        );
-        assert_eq!(
-            validate_version("3.0", v28).unwrap_err(),
-            "server is at version 2.8, behind requested major version 3.0"
-        );
-        assert_eq!(
-            validate_version("1.0", v28).unwrap_err(),
-            "version 1.0 is no longer supported"
-        );
-        assert_eq!(
-            validate_version("cats", v28).unwrap_err(),
-            "invalid version string: cats"
-        );
-        assert_eq!(
-            validate_version("cats.dogs", v28).unwrap_err(),
-            "invalid major version: cats.dogs"
-        );
-        assert_eq!(
-            validate_version("2.dogs", v28).unwrap_err(),
-            "invalid minor version: 2.dogs"
-        );
-    }
-}
-
 pub(crate) async fn handle(
     State(state): State<ServerState>,
     Query(query): Query<RpcQuery>,
@@ -208,4 +172,40 @@ where
     }
     state.connection_closed(&connection);
     tracing::debug!("agent rpc session ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_validation_texts_match_coderds_apiversion() {
+        let v28 = ApiVersion::new(2, 8);
+        assert_eq!(validate_version("2.8", v28), Ok(v28));
+        assert_eq!(validate_version("2.0", v28), Ok(ApiVersion::new(2, 0)));
+        assert_eq!(
+            validate_version("2.9", v28).unwrap_err(),
+            "server is at version 2.8, behind requested minor version 2.9"
+        );
+        assert_eq!(
+            validate_version("3.0", v28).unwrap_err(),
+            "server is at version 2.8, behind requested major version 3.0"
+        );
+        assert_eq!(
+            validate_version("1.0", v28).unwrap_err(),
+            "version 1.0 is no longer supported"
+        );
+        assert_eq!(
+            validate_version("cats", v28).unwrap_err(),
+            "invalid version string: cats"
+        );
+        assert_eq!(
+            validate_version("cats.dogs", v28).unwrap_err(),
+            "invalid major version: cats.dogs"
+        );
+        assert_eq!(
+            validate_version("2.dogs", v28).unwrap_err(),
+            "invalid minor version: 2.dogs"
+        );
+    }
 }
