@@ -6,6 +6,7 @@
 //! `Error.Error()` do.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +192,21 @@ pub enum Error {
     /// The caller's configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// A server-sent event stream (the reinit channel) failed or said
+    /// something other than what coderd sends.
+    #[error(transparent)]
+    Sse(#[from] crate::sse::SseError),
+    /// A cloud metadata service (AWS IMDS, Azure IMDS, the GCE metadata
+    /// server) could not be reached or answered with an error.
+    #[error("cloud metadata service: {0}")]
+    Metadata(String),
+    /// An operation did not finish within its time limit.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Obtaining a session token (an instance-identity exchange) failed.
+    /// Every caller that waited on the same exchange sees the same cause.
+    #[error("obtain session token: {0}")]
+    TokenExchange(#[source] Arc<Error>),
 }
 
 impl From<ApiError> for Error {
@@ -200,20 +216,19 @@ impl From<ApiError> for Error {
 }
 
 impl Error {
-    /// The coderd error, if this is one.
+    /// The coderd error, if this is one (looking through a failed token exchange).
     pub fn api(&self) -> Option<&ApiError> {
         match self {
             Error::Api(e) => Some(e),
+            Error::TokenExchange(e) => e.api(),
             _ => None,
         }
     }
 
-    /// The HTTP status, for errors that came with one.
+    /// The HTTP status, for errors that came with one (looking through a
+    /// failed token exchange).
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Api(e) => Some(e.status),
-            _ => None,
-        }
+        self.api().map(|e| e.status)
     }
 }
 

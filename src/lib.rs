@@ -6,15 +6,18 @@ pub mod auth;
 pub mod client;
 pub mod drpc;
 pub mod error;
+mod http;
 pub mod mux;
 pub mod proto;
 pub mod rest;
 pub mod rpc;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sse;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;
+pub mod types;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{ApiError, Error};

@@ -48,22 +48,35 @@ impl Client {
     pub async fn connect_rpc_version(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
         crate::tls::install_crypto_provider();
         let url = rpc_url(self.base_url(), version, role)?;
-        let token = self.session_token().await?;
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Error::WebSocket(e.to_string()))?;
-        let value = http::HeaderValue::from_str(token.expose())
-            .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
-        request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+        let mut refreshed = false;
+        let ws = loop {
+            let token = self.session_token().await?;
+            let mut request = url
+                .as_str()
+                .into_client_request()
+                .map_err(|e| Error::WebSocket(e.to_string()))?;
+            let value = http::HeaderValue::from_str(token.expose())
+                .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
+            request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
 
-        let span = tracing::debug_span!("dial_rpc", version = %version);
-        let _guard = span.enter();
-        drop(_guard);
-        let (ws, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
-                .await
-                .map_err(|e| upgrade_error(e, &url))?;
+            let span = tracing::debug_span!("dial_rpc", version = %version);
+            let _guard = span.enter();
+            drop(_guard);
+            match tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true).await {
+                Ok((ws, _response)) => break ws,
+                Err(e) => {
+                    let e = upgrade_error(e, &url);
+                    // A refused token is refreshed once (instance identity), then the dial is retried.
+                    if e.status() == Some(401) && !refreshed && self.token_provider().refreshable() {
+                        tracing::debug!("rpc dial refused with 401; refreshing the session token and retrying once");
+                        self.token_provider().refresh().await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        };
         let session = Session::client(WsByteStream::new(ws), SessionConfig::default());
         tracing::debug!(version = %version, "agent rpc connected");
         Ok(Connection::new(session, version))

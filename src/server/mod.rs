@@ -256,9 +256,18 @@ impl ServerState {
     }
 
     /// The REST endpoints' state.
-    #[allow(dead_code)]
     pub(crate) fn rest(&self) -> &rest::RestState {
         &self.inner.rest
+    }
+
+    /// The agent token the server accepts.
+    pub(crate) fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The RPC state (for the agent id of the manifest).
+    pub(crate) fn api(&self) -> &Arc<FakeApi> {
+        &self.inner.api
     }
 
     pub(crate) fn upgrade_refusal(&self) -> Option<Response<Body>> {

@@ -1,0 +1,81 @@
+//! One request to a cloud metadata service: its own short timeout, a
+//! status check (Go uses whatever body comes back; we refuse non-2xx), a
+//! bounded body, and errors that never include the body (it may be a
+//! token or a signed identity).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::Method;
+
+use crate::error::{redact_url, Error};
+use crate::http::{chain, read_bounded};
+
+/// The time limit of each metadata request unless an exchanger is told
+/// otherwise: the services are link-local and answer in milliseconds.
+pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Identity documents are a few KiB; more than this is refused.
+const MAX_METADATA_BODY: usize = 1 << 20;
+
+/// Joins a configured base URL (any path kept) and an absolute path.
+pub(crate) fn join(base: &str, path_and_query: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path_and_query)
+}
+
+/// Sends one metadata request and returns its body.
+pub(crate) async fn fetch(
+    http: &reqwest::Client,
+    service: &'static str,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Bytes, Error> {
+    let parsed = url::Url::parse(url).map_err(|e| Error::Config(format!("{service} metadata URL {url:?}: {e}")))?;
+    let shown = format!("{service}: {method} {}", redact_url(&parsed));
+    let mut request = http.request(method, parsed).timeout(timeout);
+    for (name, value) in headers {
+        let mut value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| Error::Metadata(format!("{shown}: header {name} is not a valid header value")))?;
+        value.set_sensitive(true);
+        request = request.header(*name, value);
+    }
+    tracing::debug!(request = %shown, "cloud metadata request");
+    let response = request.send().await.map_err(|e| failure(&shown, e, timeout))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Error::Metadata(format!(
+            "{shown}: unexpected status code {}",
+            status.as_u16()
+        )));
+    }
+    if response.content_length().is_some_and(|n| n > MAX_METADATA_BODY as u64) {
+        return Err(Error::Metadata(format!(
+            "{shown}: response body over {MAX_METADATA_BODY} bytes"
+        )));
+    }
+    let body = read_bounded(response, MAX_METADATA_BODY + 1)
+        .await
+        .map_err(|e| failure(&shown, e, timeout))?;
+    if body.len() > MAX_METADATA_BODY {
+        return Err(Error::Metadata(format!(
+            "{shown}: response body over {MAX_METADATA_BODY} bytes"
+        )));
+    }
+    Ok(body)
+}
+
+fn failure(shown: &str, e: reqwest::Error, timeout: Duration) -> Error {
+    if e.is_timeout() {
+        Error::Metadata(format!("{shown}: timed out after {timeout:?}"))
+    } else {
+        Error::Metadata(format!("{shown}: {}", chain(&e.without_url())))
+    }
+}
+
+/// A metadata body as text; invalid UTF-8 becomes U+FFFD, as Go's JSON
+/// encoder does when the string is posted.
+pub(crate) fn text(body: &Bytes) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}
