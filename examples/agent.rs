@@ -1,52 +1,127 @@
-//! A short agent session, step by step, with the latency of each call.
+//! A small but real workspace agent.
 //!
-//! With no configuration it starts the embedded coderd on a loopback port and
-//! talks to it. With `CODER_AGENT_URL` and `CODER_AGENT_TOKEN` set it talks to
-//! that deployment instead (and starts nothing locally).
+//! It negotiates the API version, fetches its Git SSH key and manifest,
+//! registers its own log source, reports lifecycle created → starting →
+//! ready, sends script output through the log sender, reports stats every
+//! `report_interval`, posts app health, answers a reinit event, and on
+//! Ctrl-C (or after `--duration`) reports shutting_down → off and exits.
+//!
+//! With no configuration it starts the embedded coderd on a loopback port
+//! (and runs the demo manifest's startup script, which only echoes). With
+//! `CODER_AGENT_URL` set it talks to that deployment instead, starts nothing
+//! locally and runs no scripts: `CODER_AGENT_TOKEN` is the token, or
+//! `CODER_AGENT_AUTH` names a cloud instance identity (`aws-instance-identity`,
+//! `azure-instance-identity`, `google-instance-identity`), with
+//! `CODER_AGENT_METADATA_URL` overriding the cloud metadata address.
 //!
 //! ```text
-//! cargo run --example agent
+//! cargo run --example agent -- --duration 3s        # embedded coderd
+//! cargo run --example agent -- --json               # one JSON object per line on stdout
 //! CODER_AGENT_URL=https://coder.example.com CODER_AGENT_TOKEN=... cargo run --example agent
 //! ```
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
+use coder_agentsdk::agent::{self as kit, AppHealth, LogLevel, LogSender};
+use coder_agentsdk::auth::AuthMethod;
 use coder_agentsdk::proto::agent;
+use coder_agentsdk::rest::types::PostLogSourceRequest;
 use coder_agentsdk::rpc::prelude::*;
 use coder_agentsdk::server::EmbeddedServer;
+use coder_agentsdk::sse::ReinitializationEvent;
 use coder_agentsdk::Client;
 use futures::StreamExt;
+use serde_json::json;
 
-/// The "External" log source every coderd knows (agentsdk's ExternalLogSourceID).
-const EXTERNAL_LOG_SOURCE: uuid::Uuid = uuid::uuid!("3b579bf4-1ed8-4b99-87a8-e9a1e3410410");
+/// This demo's own log source (stable, so reruns reuse it).
+const DEMO_LOG_SOURCE: uuid::Uuid = uuid::uuid!("5d0e6a52-27f1-4c43-9b52-2f6f0c1b7a10");
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent demo failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+struct Options {
+    duration: Option<Duration>,
+    json: bool,
 }
 
-/// Runs `call`, printing `what`, the outcome summary and the latency.
-async fn step<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl std::future::Future<Output = Result<T, E>>,
-    summary: impl FnOnce(&T) -> String,
-) -> Result<T, String> {
-    let start = Instant::now();
-    let result = call.await;
-    let elapsed = start.elapsed();
-    match result {
-        Ok(value) => {
-            println!("{:>9}  {what:<24} {}", format_latency(elapsed), summary(&value));
-            Ok(value)
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        duration: None,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => options.json = true,
+            "--duration" => {
+                let value = args.next().ok_or("--duration needs a value such as 3s or 500ms")?;
+                options.duration = Some(parse_duration(&value)?);
+            }
+            "-h" | "--help" => return Err("usage: agent [--duration 3s] [--json]".to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: agent [--duration 3s] [--json]"
+                ))
+            }
         }
-        Err(e) => Err(format!("{what}: {e}")),
+    }
+    Ok(options)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?}: use e.g. 3s, 500ms or 2m");
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+/// Progress output: readable lines on stderr, or JSON objects on stdout.
+struct Out {
+    json: bool,
+    start: Instant,
+}
+
+impl Out {
+    fn event(&self, step: &str, latency: Option<Duration>, detail: impl Into<String>) {
+        let detail = detail.into();
+        if self.json {
+            let line = json!({
+                "t_ms": self.start.elapsed().as_millis() as u64,
+                "step": step,
+                "latency_us": latency.map(|l| l.as_micros() as u64),
+                "detail": detail,
+            });
+            println!("{line}");
+        } else {
+            let latency = latency.map(format_latency).unwrap_or_default();
+            eprintln!("{latency:>9}  {step:<22} {detail}");
+        }
+    }
+
+    /// Runs `call`, then reports it with its latency and a summary.
+    async fn step<T, E: std::fmt::Display>(
+        &self,
+        step: &str,
+        call: impl Future<Output = Result<T, E>>,
+        summary: impl FnOnce(&T) -> String,
+    ) -> Result<T, String> {
+        let started = Instant::now();
+        let result = call.await;
+        let latency = started.elapsed();
+        match result {
+            Ok(value) => {
+                self.event(step, Some(latency), summary(&value));
+                Ok(value)
+            }
+            Err(e) => Err(format!("{step}: {e}")),
+        }
     }
 }
 
@@ -58,134 +133,309 @@ fn format_latency(d: Duration) -> String {
     }
 }
 
-fn now() -> prost_types::Timestamp {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = Out {
+        json: options.json,
+        start: Instant::now(),
+    };
+    match run(&options, &out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the agent connects, and the embedded server when it is local.
+struct Target {
+    client: Client,
+    embedded: Option<EmbeddedServer>,
+}
+
+async fn target(out: &Out) -> Result<Target, String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(url) = env("CODER_AGENT_URL") {
+        let method: AuthMethod = env(AuthMethod::ENV)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let builder = Client::builder(&url)
+            .auth_method(
+                method,
+                env("CODER_AGENT_TOKEN").as_deref(),
+                env("CODER_AGENT_METADATA_URL").as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+        let client = builder.build().map_err(|e| e.to_string())?;
+        out.event("deployment", None, format!("{url} (auth: {})", method.as_str()));
+        return Ok(Target { client, embedded: None });
+    }
+    if env("CODER_AGENT_TOKEN").is_some() {
+        return Err("CODER_AGENT_TOKEN is set but CODER_AGENT_URL is not".to_owned());
+    }
+    let server = EmbeddedServer::start()
+        .await
+        .map_err(|e| format!("start the embedded coderd: {e}"))?;
+    // A short stats interval and a Git key, so a short run shows both.
+    server.api().set_report_interval(Duration::from_secs(1));
+    server.rest().set_git_ssh_key(
+        demo_public_key(),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n(demo)\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    out.event("embedded coderd", None, format!("listening on {}", server.url()));
+    let client = Client::builder(server.url().as_str())
+        .token(server.token())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Target {
+        client,
+        embedded: Some(server),
+    })
+}
+
+/// An ed25519 public key in `authorized_keys` form (random, for the demo).
+fn demo_public_key() -> String {
+    let mut blob = Vec::new();
+    for part in [
+        b"ssh-ed25519".as_slice(),
+        uuid::Uuid::new_v4().as_bytes().repeat(2).as_slice(),
+    ] {
+        blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        blob.extend_from_slice(part);
+    }
+    format!(
+        "ssh-ed25519 {} demo@coder-agentsdk",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
+}
+
+/// `SHA256:<base64>` of the key blob, as `ssh-keygen -l` prints it.
+fn fingerprint(public_key: &str) -> Option<String> {
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(public_key.split_whitespace().nth(1)?)
+        .ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &blob);
+    Some(format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    ))
+}
+
+fn timestamp() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }
 
-async fn run() -> Result<(), String> {
-    let (url, token, _server) = match (std::env::var("CODER_AGENT_URL"), std::env::var("CODER_AGENT_TOKEN")) {
-        (Ok(url), Ok(token)) => (url, token, None),
-        (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
-            return Err("set both CODER_AGENT_URL and CODER_AGENT_TOKEN, or neither".to_owned());
-        }
-        (Err(_), Err(_)) => {
-            let server = EmbeddedServer::start()
-                .await
-                .map_err(|e| format!("start embedded server: {e}"))?;
-            println!("embedded coderd listening on {}", server.url());
-            (server.url().to_string(), server.token().to_owned(), Some(server))
-        }
-    };
-    let client = Client::builder(&url).token(token).build().map_err(|e| e.to_string())?;
+async fn run(options: &Options, out: &Out) -> Result<(), String> {
+    let Target { client, embedded } = target(out).await?;
 
-    let (agent, tailnet) = step("connect (v2.8, agent)", client.connect_rpc28_with_role("agent"), |_| {
-        format!("websocket + yamux to {url}")
-    })
-    .await?;
+    let rpc = out
+        .step(
+            "connect (negotiated)",
+            client.connect_rpc_negotiated_with_role(Some("agent")),
+            |n| format!("API v{} over websocket + yamux", n.version()),
+        )
+        .await?;
+    let agent = rpc.agent.clone();
 
-    let manifest = step("GetManifest", agent.get_manifest(agent::GetManifestRequest {}), |m| {
+    out.step("git SSH key", client.git_ssh_key(), |k| {
+        let kind = k.key_type().unwrap_or("none");
         format!(
-            "agent {:?} of {}/{}, {} app(s), {} script(s), {} metadata item(s)",
-            m.agent_name,
-            m.owner_username,
-            m.workspace_name,
-            m.apps.len(),
-            m.scripts.len(),
-            m.metadata.len()
+            "{kind} {}",
+            fingerprint(&k.public_key).unwrap_or_else(|| "(no fingerprint)".to_owned())
         )
     })
     .await?;
 
-    for state in [agent::lifecycle::State::Created, agent::lifecycle::State::Starting] {
-        lifecycle(&agent, state).await?;
-    }
-
-    let source = manifest
-        .scripts
-        .first()
-        .map(|s| s.log_source_id.clone())
-        .unwrap_or_else(|| EXTERNAL_LOG_SOURCE.as_bytes().to_vec());
-    let logs: Vec<agent::Log> = (1..=5)
-        .map(|i| agent::Log {
-            created_at: Some(now()),
-            output: format!("demo log line {i} of 5"),
-            level: agent::log::Level::Info as i32,
+    let manifest = out
+        .step("GetManifest", agent.get_manifest(agent::GetManifestRequest {}), |m| {
+            format!("agent {:?} of {}/{}", m.agent_name, m.owner_username, m.workspace_name)
         })
-        .collect();
-    let count = logs.len();
-    step(
-        "BatchCreateLogs",
-        agent.batch_create_logs(agent::BatchCreateLogsRequest {
-            log_source_id: source,
-            logs,
-        }),
-        |r| format!("{count} lines sent, log limit exceeded: {}", r.log_limit_exceeded),
-    )
-    .await?;
-
-    lifecycle(&agent, agent::lifecycle::State::Ready).await?;
-
-    let stats = agent::Stats {
-        connections_by_proto: [("ssh".to_owned(), 1)].into(),
-        connection_count: 1,
-        connection_median_latency_ms: 1.5,
-        rx_packets: 10,
-        rx_bytes: 1024,
-        tx_packets: 12,
-        tx_bytes: 2048,
-        ..Default::default()
-    };
-    step(
-        "UpdateStats",
-        agent.update_stats(agent::UpdateStatsRequest { stats: Some(stats) }),
-        |r| {
-            let interval = r.report_interval.unwrap_or_default();
-            format!("next report in {}s", interval.seconds)
-        },
-    )
-    .await?;
-
-    let mut maps = step(
-        "StreamDERPMaps (open)",
-        tailnet.stream_derp_maps(Default::default()),
-        |_| String::new(),
-    )
-    .await?;
-    step(
-        "StreamDERPMaps (first)",
-        async {
-            maps.next()
-                .await
-                .unwrap_or(Err(coder_agentsdk::drpc::RpcError::ConnectionClosed))
-        },
-        |m| {
-            let regions: Vec<String> = m
-                .regions
-                .values()
-                .map(|r| format!("{} ({} node(s))", r.region_code, r.nodes.len()))
-                .collect();
-            format!("{} region(s): {}", m.regions.len(), regions.join(", "))
-        },
-    )
-    .await?;
-    drop(maps);
-
-    for state in [agent::lifecycle::State::ShuttingDown, agent::lifecycle::State::Off] {
-        lifecycle(&agent, state).await?;
+        .await?;
+    let mut manifest = kit::Manifest::try_from(manifest).map_err(|e| format!("manifest: {e}"))?;
+    if let Some(map) = manifest.derpmap.as_mut() {
+        kit::rewrite_derp_map(map, client.base_url());
     }
-    println!("done");
+    out.event(
+        "manifest",
+        None,
+        format!(
+            "{} app(s), {} script(s), {} metadata item(s), {} DERP region(s)",
+            manifest.apps.len(),
+            manifest.scripts.len(),
+            manifest.metadata.len(),
+            manifest.derpmap.as_ref().map_or(0, |m| m.regions.len())
+        ),
+    );
+
+    let request = PostLogSourceRequest {
+        id: DEMO_LOG_SOURCE,
+        display_name: "coder-agentsdk demo".to_owned(),
+        icon: "/emojis/1f980.png".to_owned(),
+    };
+    out.step("post log source", client.post_log_source(&request), |s| {
+        format!("{:?} ({})", s.display_name, s.id)
+    })
+    .await?;
+
+    lifecycle(out, &agent, agent::lifecycle::State::Created).await?;
+    lifecycle(out, &agent, agent::lifecycle::State::Starting).await?;
+
+    // Logs go through the log sender; its loop returns if the connection fails.
+    let logs = LogSender::new();
+    let uploads = tokio::spawn({
+        let (logs, agent) = (logs.clone(), agent.clone());
+        async move { logs.send_loop(&agent).await }
+    });
+    let own = logs.script_logger(DEMO_LOG_SOURCE);
+    own.send([kit::Log::new(
+        LogLevel::Info,
+        format!("agent started, API v{}", rpc.version()),
+    )]);
+    for script in manifest.scripts.iter().filter(|s| s.run_on_start) {
+        let logger = logs.script_logger(script.log_source_id);
+        let mut writer = logger.writer(LogLevel::Info);
+        if embedded.is_some() {
+            // Only the embedded demo manifest's scripts run (they just echo).
+            let output = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script.script)
+                .output()
+                .await;
+            match output {
+                Ok(o) => {
+                    tokio::io::AsyncWriteExt::write_all(&mut writer, &o.stdout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tokio::io::AsyncWriteExt::write_all(&mut writer, &o.stderr)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(e) => own.send([kit::Log::new(LogLevel::Error, format!("{}: {e}", script.display_name))]),
+            }
+        } else {
+            own.send([kit::Log::new(
+                LogLevel::Info,
+                format!("not running {:?} (demo)", script.display_name),
+            )]);
+        }
+        writer.close();
+        logger.flush();
+    }
+    own.flush();
+    let started = Instant::now();
+    logs.wait_until_empty().await;
+    out.event(
+        "logs",
+        Some(started.elapsed()),
+        format!("{} script(s) logged through the log sender", manifest.scripts.len()),
+    );
+
+    lifecycle(out, &agent, agent::lifecycle::State::Ready).await?;
+
+    let post_health = kit::app_health_poster(agent.clone());
+    let healths: HashMap<uuid::Uuid, AppHealth> = manifest.apps.iter().map(|a| (a.id, AppHealth::Healthy)).collect();
+    let count = healths.len();
+    out.step("app health", post_health(healths), |_| {
+        format!("{count} app(s) healthy")
+    })
+    .await?;
+
+    // Reinit events (prebuilt workspaces being claimed); the embedded coderd sends one.
+    let mut reinit = client.wait_for_reinit_loop();
+    let workspace_id = manifest.workspace_id;
+    let claim = async {
+        match &embedded {
+            Some(server) => {
+                server.rest().wait_for_reinit_streams(1).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                server
+                    .rest()
+                    .send_reinit(ReinitializationEvent::prebuild_claimed(workspace_id));
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(claim);
+    let mut claimed = false;
+    let mut uploads = uploads;
+
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut next_stats = tokio::time::Instant::now();
+    let mut reports = 0u64;
+    let stop = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break "interrupted",
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => break "duration reached",
+            _ = tokio::time::sleep_until(next_stats) => {
+                reports += 1;
+                let stats = kit::Stats {
+                    connection_count: 1,
+                    connections_by_proto: [("ssh".to_owned(), 1)].into(),
+                    rx_bytes: 1024 * reports as i64,
+                    tx_bytes: 2048 * reports as i64,
+                    ..Default::default()
+                };
+                let response = out
+                    .step("UpdateStats", agent.update_stats(agent::UpdateStatsRequest { stats: Some(stats.into()) }), |r| {
+                        format!("report {reports}; next in {}s", r.report_interval.unwrap_or_default().seconds)
+                    })
+                    .await?;
+                let interval = response.report_interval.and_then(|d| Duration::try_from(d).ok()).unwrap_or(Duration::from_secs(30));
+                next_stats = tokio::time::Instant::now() + interval.max(Duration::from_millis(100));
+            }
+            event = reinit.next() => {
+                let Some(event) = event else { break "reinit stream ended" };
+                out.event("reinit", None, format!("workspace {} {}: fetching the manifest again", event.workspace_id, event.reason.as_str()));
+                out.step("GetManifest", agent.get_manifest(Default::default()), |m| format!("agent {:?}", m.agent_name)).await?;
+            }
+            _ = &mut claim, if !claimed => claimed = true,
+            ended = &mut uploads => {
+                let why = match ended {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(never)) => match never {},
+                    Err(e) => e.to_string(),
+                };
+                return Err(format!("log uploads stopped: {why}"));
+            }
+        }
+    };
+    out.event("stopping", None, stop);
+
+    lifecycle(out, &agent, agent::lifecycle::State::ShuttingDown).await?;
+    own.send([kit::Log::new(LogLevel::Info, "agent shutting down")]);
+    own.flush();
+    if tokio::time::timeout(Duration::from_secs(5), logs.wait_until_empty())
+        .await
+        .is_err()
+    {
+        out.event("logs", None, "some logs were not sent before shutdown");
+    }
+    uploads.abort();
+    lifecycle(out, &agent, agent::lifecycle::State::Off).await?;
+    rpc.connection.close();
+    out.event("done", None, format!("{reports} stats report(s)"));
     Ok(())
 }
 
-async fn lifecycle(client: &impl AgentClient20, state: agent::lifecycle::State) -> Result<(), String> {
+async fn lifecycle(out: &Out, client: &impl AgentClient20, state: agent::lifecycle::State) -> Result<(), String> {
     let request = agent::UpdateLifecycleRequest {
         lifecycle: Some(agent::Lifecycle {
             state: state as i32,
-            changed_at: Some(now()),
+            changed_at: Some(timestamp()),
         }),
     };
-    step("UpdateLifecycle", client.update_lifecycle(request), |_| {
-        format!("state {}", state.as_str_name().to_ascii_lowercase())
+    let name = state.as_str_name().to_ascii_lowercase();
+    out.step("UpdateLifecycle", client.update_lifecycle(request), |_| {
+        format!("state {name}")
     })
     .await
     .map(|_| ())
