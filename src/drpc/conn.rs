@@ -11,11 +11,43 @@
 //! Cancellation is Go's "hard cancel": no packet; the stream is dropped,
 //! which resets it. A Cancel packet from the peer ends the call as
 //! [`RpcError::Cancelled`].
+//!
+//! # Packets for another stream id
+//!
+//! The call always runs on drpc stream id 1. What happens to packets carrying
+//! another stream id follows drpc v0.0.34 (`drpcmanager.manageReader` and
+//! `drpcwire.Reader`):
+//!
+//! * a lower stream id (0) breaks the reader's id monotonicity (ids start at
+//!   stream 1, message 1): a protocol error that ends the call, as in Go;
+//! * a higher stream id on the **client**: Go cancels the current call
+//!   (`context.Canceled`) and waits for a stream that never comes; here the
+//!   call ends at once with [`RpcError::Cancelled`] and the stream is
+//!   dropped. This holds for every kind, including unknown control packets
+//!   (Go's manager looks at the stream id before the stream ignores them);
+//! * a higher stream id on the **server** while a handler runs: the handler
+//!   is cancelled. An Invoke (or InvokeMetadata) starts the next call, as in
+//!   Go; any other kind ends [`serve_stream`] (Go stops reading the
+//!   transport for good; we close it instead of leaving it idle);
+//! * between calls the server ignores everything but an Invoke (or
+//!   InvokeMetadata) for a newer stream id: Go drops packets for a finished
+//!   stream, a repeated Invoke included.
+//!
+//! # Ending a unary call
+//!
+//! After the reply the client puts a Close packet on the wire only if the
+//! server's CloseSend has not already arrived (Go's `stream.Close`), then
+//! half-closes the stream (FIN) and drops it. Both are best effort and never
+//! wait: if they cannot be written at once (no send window left) the stream
+//! is simply dropped, which resets it, so a finished call never hangs on its
+//! epilogue.
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::client::{Outbound, RawStream};
 use super::error::RpcError;
@@ -30,8 +62,12 @@ const STREAM_ID: u64 = 1;
 /// the producer waits.
 const QUEUE_DEPTH: usize = 16;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read beyond the frame being received (or when no frame header is
+/// buffered yet): room for small frames, such as a CloseSend after a reply.
+const READ_SLACK: usize = 1024;
+
+/// Largest single read: one yamux stream window.
+const MAX_READ: usize = 256 * 1024;
 
 impl From<WireError> for RpcError {
     fn from(e: WireError) -> Self {
@@ -56,27 +92,37 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub fn new(io: R) -> Self {
         Self {
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             assembler: PacketAssembler::new(),
         }
     }
 
-    /// The next complete packet of a known kind; `Ok(None)` on a clean end of
-    /// stream between frames. Unknown control packets are skipped.
+    /// The next complete packet; `Ok(None)` on a clean end of stream between
+    /// frames.
+    ///
+    /// An unknown packet kind without the control bit is a protocol error.
+    /// One with the control bit is returned as a [`Kind::Unknown`] packet
+    /// with `control` set and no data: the caller ignores it, but its stream
+    /// id still counts (see the [module documentation](self)).
     pub async fn next_packet(&mut self) -> Result<Option<Packet>, RpcError> {
         loop {
-            if let Some(header) = wire::parse_frame_header(&self.buf)? {
-                self.assembler.check_header(&header)?;
+            if let Some(packet) = self.buffered_packet()? {
+                return Ok(Some(packet));
             }
-            while let Some(frame) = wire::decode_frame(&mut self.buf)? {
-                if let Some(packet) = self.assembler.push(frame)? {
-                    if packet.kind.is_known() {
-                        return Ok(Some(packet));
-                    }
-                }
-            }
-            self.buf.reserve(READ_CHUNK);
-            let n = self.io.read_buf(&mut self.buf).await.map_err(RpcError::Transport)?;
+            // Read about what the frame in progress still needs: the tokio
+            // adapter of a futures-io stream zeroes the whole read buffer on
+            // every read, so a large spare capacity would cost a memset each time.
+            let missing = match wire::parse_frame_header(&self.buf) {
+                Ok(Some(h)) => (h.header_len as u64 + h.data_len).saturating_sub(self.buf.len() as u64),
+                _ => 0,
+            };
+            let want = (missing as usize).saturating_add(READ_SLACK).min(MAX_READ);
+            self.buf.reserve(want);
+            let n = (&mut self.io)
+                .take(want as u64)
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(RpcError::Transport)?;
             if n == 0 {
                 if self.buf.is_empty() && !self.assembler.has_partial() {
                     return Ok(None);
@@ -87,6 +133,35 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 )));
             }
         }
+    }
+
+    /// The next packet if it is complete in what has already been read;
+    /// never reads.
+    pub fn buffered_packet(&mut self) -> Result<Option<Packet>, RpcError> {
+        if let Some(header) = wire::parse_frame_header(&self.buf)? {
+            self.assembler.check_header(&header)?;
+        }
+        while let Some(frame) = wire::decode_frame(&mut self.buf)? {
+            let (kind, id, done) = (frame.kind, frame.id(), frame.done);
+            if let Some(packet) = self.assembler.push(frame)? {
+                return Ok(Some(packet));
+            }
+            if done {
+                // The assembler completed and dropped an unknown control packet.
+                let mut packet = Packet::new(kind, id.stream, id.message, Bytes::new());
+                packet.control = true;
+                return Ok(Some(packet));
+            }
+            if let Some(header) = wire::parse_frame_header(&self.buf)? {
+                self.assembler.check_header(&header)?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The wrapped stream (to write on it when it is not split).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
     }
 
     /// The wrapped stream.
@@ -178,8 +253,9 @@ enum Reply {
 
 fn client_interpret(packet: Packet) -> Option<Reply> {
     if packet.stream_id != STREAM_ID {
-        // Not this call's stream: drpc drops packets for other streams.
-        return None;
+        // drpc's manager cancels the call when a packet for a newer stream
+        // arrives (lower ids never get here: the reader refuses them).
+        return Some(Reply::Failed(RpcError::Cancelled));
     }
     Some(match packet.kind {
         Kind::Message => Reply::Message(packet.data),
@@ -190,15 +266,29 @@ fn client_interpret(packet: Packet) -> Option<Reply> {
             "server sent an unexpected {} packet",
             packet.kind
         ))),
+        // An unknown control packet: ignored, for forward compatibility.
         Kind::Unknown(_) => return None,
     })
 }
 
+/// Writes what `writer` has queued, then half-closes `io`, only as far as
+/// both can be done without waiting. Returns whether everything went out.
+fn finish_without_waiting<W: AsyncWrite + Unpin>(writer: &mut PacketWriter, io: &mut W) -> bool {
+    async {
+        writer.flush(io).await?;
+        io.shutdown().await.map_err(RpcError::Transport)
+    }
+    .now_or_never()
+    .is_some_and(|r| r.is_ok())
+}
+
 /// Runs one unary call on `io`: Invoke, Message and CloseSend in one write,
 /// then the first Message or Error from the server is the answer, whatever
-/// follows it. After the answer a Close is sent and the stream shut down,
-/// as Go's client does.
-pub async fn client_unary<S>(mut io: S, method: &MethodDesc, request: Bytes) -> Result<Bytes, RpcError>
+/// follows it. A request over the 4 MiB limit is refused with
+/// [`RpcError::MessageTooLarge`] before anything is written. After the
+/// answer the call ends as Go's client ends it (see the
+/// [module documentation](self)).
+pub async fn client_unary<S>(io: S, method: &MethodDesc, request: Bytes) -> Result<Bytes, RpcError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -206,40 +296,48 @@ where
     writer.invoke(method.path);
     writer.message(request)?;
     writer.close_send();
-    writer.flush(&mut io).await?;
+    let mut reader = PacketReader::new(io);
+    writer.flush(reader.get_mut()).await?;
 
-    let (read_half, mut write_half) = tokio::io::split(io);
-    let mut reader = PacketReader::new(read_half);
-    let outcome = loop {
+    let reply = loop {
         match reader.next_packet().await? {
             None => {
-                break Err(RpcError::Transport(std::io::Error::new(
+                return Err(RpcError::Transport(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "stream closed before the reply",
                 )))
             }
             Some(packet) => match client_interpret(packet) {
                 None => continue,
-                Some(Reply::Message(data)) => break Ok(data),
-                Some(Reply::Failed(e)) => break Err(e),
-                Some(Reply::End) => break Err(RpcError::Protocol("server closed the call without a reply".to_owned())),
+                Some(Reply::Message(data)) => break data,
+                Some(Reply::Failed(e)) => return Err(e),
+                Some(Reply::End) => {
+                    return Err(RpcError::Protocol("server closed the call without a reply".to_owned()))
+                }
             },
         }
     };
-    if outcome.is_ok() {
-        // Best effort: the reply is what matters; the stream is closed either way.
-        writer.close();
-        if writer.flush(&mut write_half).await.is_ok() {
-            let _ = write_half.shutdown().await;
+    // Go sends Close only if the server's CloseSend has not been seen yet.
+    let mut server_closed = false;
+    while let Ok(Some(packet)) = reader.buffered_packet() {
+        if packet.stream_id == STREAM_ID && matches!(packet.kind, Kind::CloseSend | Kind::Close) {
+            server_closed = true;
+            break;
         }
     }
-    outcome
+    if !server_closed {
+        writer.close();
+    }
+    finish_without_waiting(&mut writer, reader.get_mut());
+    Ok(reply)
 }
 
 /// Starts a streaming call on `io` and returns its halves. A task pumps the
 /// stream: messages out, replies in. Dropping the receiver cancels the call
-/// (the stream is dropped, which resets it); dropping only the sender sends
-/// CloseSend.
+/// (the stream is dropped, which resets it), even while a write waits for
+/// the peer; dropping only the sender sends CloseSend. A message over the
+/// 4 MiB limit is not written: the receiver yields
+/// [`RpcError::MessageTooLarge`] and the call ends.
 pub fn client_stream<S>(io: S, method: &'static MethodDesc) -> RawStream
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -248,6 +346,20 @@ where
     let (in_tx, in_rx) = mpsc::channel(QUEUE_DEPTH);
     tokio::spawn(pump_client_stream(io, method, out_rx, in_tx));
     RawStream::new(out_tx, in_rx)
+}
+
+/// Flushes `writer` unless the caller drops the receiver first.
+/// `Ok(false)`: the call was cancelled.
+async fn flush_or_cancel<W: AsyncWrite + Unpin>(
+    writer: &mut PacketWriter,
+    io: &mut W,
+    inbound: &mpsc::Sender<Result<Bytes, RpcError>>,
+) -> Result<bool, RpcError> {
+    tokio::select! {
+        biased;
+        r = writer.flush(io) => r.map(|()| true),
+        _ = inbound.closed() => Ok(false),
+    }
 }
 
 async fn pump_client_stream<S>(
@@ -262,9 +374,13 @@ async fn pump_client_stream<S>(
     let mut reader = PacketReader::new(read_half);
     let mut writer = PacketWriter::new(STREAM_ID);
     writer.invoke(method.path);
-    if let Err(e) = writer.flush(&mut write_half).await {
-        let _ = inbound.send(Err(e)).await;
-        return;
+    match flush_or_cancel(&mut writer, &mut write_half, &inbound).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            let _ = inbound.send(Err(e)).await;
+            return;
+        }
     }
     let mut sending = true;
     loop {
@@ -281,12 +397,16 @@ async fn pump_client_stream<S>(
                     }
                 };
                 let result = match result {
-                    Ok(()) => writer.flush(&mut write_half).await,
+                    Ok(()) => flush_or_cancel(&mut writer, &mut write_half, &inbound).await,
                     Err(e) => Err(e),
                 };
-                if let Err(e) = result {
-                    let _ = inbound.send(Err(e)).await;
-                    return;
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = inbound.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
             packet = reader.next_packet() => {
@@ -316,40 +436,51 @@ async fn pump_client_stream<S>(
             }
         }
     }
-    // The server ended its side; finish ours like Go's client: Close, then close the stream.
+    // The server ended its side; finish ours like Go's client: Close, then
+    // close the stream, without waiting for the peer.
     drop(inbound);
     writer.close();
-    if writer.flush(&mut write_half).await.is_ok() {
-        let _ = write_half.shutdown().await;
-    }
+    finish_without_waiting(&mut writer, &mut write_half);
 }
 
 /// Serves calls arriving on one stream until the client closes it. Each
 /// Invoke is routed through `router`; an unknown path is answered with
 /// DRPC's "unknown rpc" error (code 0) and a registered method without an
 /// implementation with "Unimplemented" (code 12). The client ending the
-/// stream, or sending Close or Cancel, cancels a running handler.
+/// stream, or sending Close or Cancel, cancels a running handler; so does a
+/// packet for a newer stream id (see the [module documentation](self)).
 pub async fn serve_stream<S>(io: S, router: Router) -> Result<(), RpcError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (read_half, mut write_half) = tokio::io::split(io);
     let mut reader = PacketReader::new(read_half);
+    // The stream id of the last call; Go ignores packets for it once it is done.
+    let mut last_stream = 0;
+    let mut carried: Option<Packet> = None;
     loop {
-        // Wait for an Invoke (metadata before it is accepted and ignored).
+        // Wait for an Invoke on a new stream id (metadata before it is
+        // checked and ignored).
         let (stream_id, path) = loop {
-            match reader.next_packet().await? {
-                None => return Ok(()),
-                Some(p) if p.kind == Kind::Invoke => {
-                    break (p.stream_id, String::from_utf8_lossy(&p.data).into_owned());
+            let packet = match carried.take() {
+                Some(p) => p,
+                None => match reader.next_packet().await? {
+                    Some(p) => p,
+                    None => return Ok(()),
+                },
+            };
+            match packet.kind {
+                Kind::Invoke if packet.stream_id > last_stream => {
+                    break (packet.stream_id, String::from_utf8_lossy(&packet.data).into_owned());
                 }
-                Some(p) if p.kind == Kind::InvokeMetadata => {
-                    wire::decode_metadata(&p.data)?;
+                Kind::InvokeMetadata if packet.stream_id > last_stream => {
+                    wire::decode_metadata(&packet.data)?;
                 }
                 // Leftovers of a finished call (its CloseSend, Close) are ignored.
-                Some(_) => {}
+                _ => {}
             }
         };
+        last_stream = stream_id;
         let mut writer = PacketWriter::new(stream_id);
         let (call, pump) = ServerCall::new(QUEUE_DEPTH);
         let handler = match router.dispatch(&path, call) {
@@ -362,10 +493,12 @@ where
             }
         };
         let span = tracing::debug_span!("drpc_serve", rpc = %path);
-        let _entered = span.enter();
-        drop(_entered);
-        match run_server_call(&mut reader, &mut write_half, &mut writer, stream_id, handler, pump).await? {
+        let end = run_server_call(&mut reader, &mut write_half, &mut writer, stream_id, handler, pump)
+            .instrument(span)
+            .await?;
+        match end {
             CallEnd::Finished => continue,
+            CallEnd::Next(packet) => carried = Some(packet),
             CallEnd::StreamGone => return Ok(()),
         }
     }
@@ -374,6 +507,8 @@ where
 enum CallEnd {
     /// The handler finished and its result was sent; more calls may follow.
     Finished,
+    /// An Invoke for a newer stream cancelled the call; it starts the next one.
+    Next(Packet),
     /// The client closed or cancelled; the stream is done.
     StreamGone,
 }
@@ -382,6 +517,36 @@ fn write_error(writer: &mut PacketWriter, error: &RpcError) {
     match error {
         RpcError::Remote { code, message } => writer.error(*code, message),
         other => writer.error(0, &other.to_string()),
+    }
+}
+
+/// Queues `first` and every reply already waiting in `responses` as Message
+/// packets. A reply over the size limit is replaced by an Error packet and
+/// `true` is returned: the call has failed, as Go's would.
+fn queue_replies(writer: &mut PacketWriter, first: Option<Bytes>, responses: &mut mpsc::Receiver<Bytes>) -> bool {
+    let mut next = first;
+    loop {
+        let data = match next.take() {
+            Some(data) => data,
+            None => match responses.try_recv() {
+                Ok(data) => data,
+                Err(_) => return false,
+            },
+        };
+        if let Err(e) = writer.message(data) {
+            write_error(writer, &e);
+            return true;
+        }
+    }
+}
+
+/// Queues the end of a call: CloseSend after success, an Error otherwise.
+/// `Err(())`: the handler went away without a result.
+fn queue_outcome(writer: &mut PacketWriter, outcome: Result<Result<(), RpcError>, ()>) {
+    match outcome {
+        Ok(Ok(())) => writer.close_send(),
+        Ok(Err(e)) => write_error(writer, &e),
+        Err(()) => writer.error(0, "handler ended without a result"),
     }
 }
 
@@ -426,33 +591,33 @@ where
         tokio::select! {
             biased;
             reply = responses.recv(), if responses_open => {
-                if reply.is_none() {
+                match reply {
                     // The handler dropped its sink; its result follows.
-                    responses_open = false;
-                }
-                if let Some(data) = reply {
-                    if let Err(e) = writer.message(data) {
-                        // Too large to send: the call fails, as Go's would.
-                        write_error(writer, &e);
+                    None => responses_open = false,
+                    Some(data) => {
+                        // Coalesce: replies queued meanwhile and, when the
+                        // handler has returned, its result go out in one write.
+                        let done = match result.try_recv() {
+                            Ok(outcome) => Some(Ok(outcome)),
+                            Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
+                            Err(oneshot::error::TryRecvError::Empty) => None,
+                        };
+                        let failed = queue_replies(writer, Some(data), &mut responses);
+                        if failed || done.is_some() {
+                            if !failed {
+                                queue_outcome(writer, done.unwrap_or(Err(())));
+                            }
+                            writer.flush(write_half).await?;
+                            return Ok(CallEnd::Finished);
+                        }
                         writer.flush(write_half).await?;
-                        return Ok(CallEnd::Finished);
                     }
-                    writer.flush(write_half).await?;
                 }
             }
             outcome = &mut result => {
                 // Send replies the handler queued before it returned.
-                while let Ok(data) = responses.try_recv() {
-                    if let Err(e) = writer.message(data) {
-                        write_error(writer, &e);
-                        writer.flush(write_half).await?;
-                        return Ok(CallEnd::Finished);
-                    }
-                }
-                match outcome {
-                    Ok(Ok(())) => writer.close_send(),
-                    Ok(Err(e)) => write_error(writer, &e),
-                    Err(_) => writer.error(0, "handler ended without a result"),
+                if !queue_replies(writer, None, &mut responses) {
+                    queue_outcome(writer, outcome.map_err(|_| ()));
                 }
                 writer.flush(write_half).await?;
                 return Ok(CallEnd::Finished);
@@ -474,7 +639,14 @@ where
             _ = &mut handler, if !handler_done => handler_done = true,
             packet = reader.next_packet(), if can_read => {
                 match packet {
-                    Ok(Some(p)) if p.stream_id != stream_id => {}
+                    // A newer stream cancels this call (older ones cannot get
+                    // past the reader); an Invoke starts the next call.
+                    Ok(Some(p)) if p.stream_id != stream_id => {
+                        if matches!(p.kind, Kind::Invoke | Kind::InvokeMetadata) {
+                            return Ok(CallEnd::Next(p));
+                        }
+                        return Ok(CallEnd::StreamGone);
+                    }
                     Ok(Some(p)) => match p.kind {
                         Kind::Message => {
                             if requests.is_some() {

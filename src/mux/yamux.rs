@@ -27,7 +27,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -138,6 +138,9 @@ impl Default for SessionConfig {
     }
 }
 
+/// `yamux::Config`'s default stream limit.
+const DEFAULT_YAMUX_MAX_STREAMS: usize = 512;
+
 impl SessionConfig {
     /// The hard stream limit given to the `yamux` crate.
     ///
@@ -160,6 +163,11 @@ impl SessionConfig {
     pub fn yamux_config(&self) -> yamux::Config {
         let n = self.yamux_max_num_streams();
         let mut cfg = yamux::Config::default();
+        // Each setter asserts `window >= streams * 256 KiB` against the other's
+        // current value (defaults: 512 streams, 1 GiB), so raise the window
+        // enough for both the old and the new stream count first, then set the
+        // stream count, then pin the window to exactly the minimum.
+        cfg.set_max_connection_receive_window(Some(n.max(DEFAULT_YAMUX_MAX_STREAMS) * STREAM_WINDOW));
         cfg.set_max_num_streams(n);
         cfg.set_max_connection_receive_window(Some(n * STREAM_WINDOW));
         cfg
@@ -180,6 +188,9 @@ struct SessionState {
     open_streams: AtomicUsize,
     /// Live inbound [`MuxStream`]s (including those queued in `Incoming`).
     inbound_streams: AtomicUsize,
+    /// Bumped each time the driver task is polled; the [`Tap`] defers
+    /// transport flushes to the next poll (see there).
+    driver_polls: AtomicU64,
 }
 
 impl SessionState {
@@ -290,6 +301,7 @@ impl Session {
             exited: CancellationToken::new(),
             open_streams: AtomicUsize::new(0),
             inbound_streams: AtomicUsize::new(0),
+            driver_polls: AtomicU64::new(0),
         });
         let tap = TokioAsyncReadCompatExt::compat(Tap::new(io, state.clone()));
         let conn = yamux::Connection::new(tap, config.yamux_config(), mode);
@@ -419,7 +431,12 @@ where
                 self.state.fail(MuxError::ClosedLocally);
                 self.fail_pending_opens();
                 let conn = &mut self.conn;
-                match tokio::time::timeout(self.close_timeout, poll_fn(|cx| conn.poll_close(cx))).await {
+                let state = &self.state;
+                let close = poll_fn(|cx| {
+                    state.driver_polls.fetch_add(1, Ordering::Relaxed);
+                    conn.poll_close(cx)
+                });
+                match tokio::time::timeout(self.close_timeout, close).await {
                     Ok(Ok(())) => tracing::debug!("yamux session closed"),
                     Ok(Err(e)) => tracing::debug!(error = %e, "yamux close failed"),
                     Err(_) => tracing::debug!("yamux close timed out; dropping transport"),
@@ -444,6 +461,7 @@ where
     /// Drives the connection. `Ready(None)`: local close requested;
     /// `Ready(Some(e))`: the session died.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Option<MuxError>> {
+        self.state.driver_polls.fetch_add(1, Ordering::Relaxed);
         loop {
             if self.close.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
@@ -673,12 +691,23 @@ impl AsyncWrite for MuxStream {
 /// reason. These all end the yamux connection, and the tap sees them before
 /// yamux acts on them, so streams woken by the connection's cleanup already
 /// find the precise reason.
+///
+/// It also coalesces writes: the `yamux` crate flushes the transport after
+/// every frame, which for a websocket means one message and one syscall per
+/// frame. The tap defers a flush to the next poll of the driver task (it
+/// wakes the task so that poll comes at once), so every frame queued while
+/// the driver runs leaves in one websocket message. Bytes never wait longer
+/// than one driver poll; a shutdown flushes at once.
 struct Tap<T> {
     io: T,
     state: Arc<SessionState>,
     header: [u8; 12],
     header_len: usize,
     skip: u64,
+    /// Bytes written since the last flush of `io`.
+    dirty: bool,
+    /// The driver poll during which a flush was deferred.
+    deferred_at: Option<u64>,
 }
 
 impl<T> Tap<T> {
@@ -689,6 +718,8 @@ impl<T> Tap<T> {
             header: [0; 12],
             header_len: 0,
             skip: 0,
+            dirty: false,
+            deferred_at: None,
         }
     }
 
@@ -745,14 +776,49 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.dirty |= n > 0;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        if this.dirty {
+            let poll = this.state.driver_polls.load(Ordering::Relaxed);
+            match this.deferred_at {
+                None => {
+                    // First flush of this batch: let the driver finish its
+                    // round (more frames may follow), then flush on the next.
+                    this.deferred_at = Some(poll);
+                    cx.waker().wake_by_ref();
+                    return Poll::Ready(Ok(()));
+                }
+                Some(at) if at == poll => return Poll::Ready(Ok(())),
+                Some(_) => {}
+            }
+        }
+        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+        this.dirty = false;
+        this.deferred_at = None;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    #[test]
+    fn yamux_config_accepts_small_and_large_stream_limits() {
+        for max_open_streams in [1, 16, 256, 4096, 100_000] {
+            let config = super::SessionConfig {
+                max_open_streams,
+                ..Default::default()
+            };
+            let _ = config.yamux_config();
+        }
     }
 }

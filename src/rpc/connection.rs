@@ -2,6 +2,25 @@
 //! running each call on its own yamux stream as Coder's
 //! `drpcsdk.MultiplexedConn` does. It is the [`Transport`] every generated
 //! client is built on.
+//!
+//! How calls fail:
+//! * a method newer than the negotiated version: [`RpcError::VersionTooOld`],
+//!   nothing is sent;
+//! * a unary request over 4 MiB: [`RpcError::MessageTooLarge`], refused
+//!   before a yamux stream is even opened;
+//! * the session already ended (closed locally, or by the peer without a
+//!   GoAway): [`RpcError::ConnectionClosed`]; after a GoAway or a transport
+//!   failure: [`RpcError::Transport`];
+//! * the session ending while a call is in flight: [`RpcError::Transport`]
+//!   whose inner error is the session's [`MuxError`] (`GoAway { code }`,
+//!   `PeerClosed` for a websocket Close frame or EOF, `Io`, ...), reachable
+//!   with `io_error.get_ref()` and `downcast_ref::<MuxError>()`;
+//! * the peer resetting the call's stream (yamux RST): [`RpcError::Transport`]
+//!   of kind `UnexpectedEof`;
+//! * everything the DRPC layer reports (see [`crate::drpc::conn`]).
+//!
+//! Dropping a call's future, or a stream's halves, cancels the call: its
+//! yamux stream is reset and its slot freed ([`Connection::open_streams`]).
 
 use std::sync::Arc;
 
@@ -10,7 +29,7 @@ use futures::future::BoxFuture;
 use tracing::Instrument;
 
 use crate::drpc::client::{RawStream, Transport};
-use crate::drpc::{conn, ApiVersion, MethodDesc, RpcError, SharedTransport};
+use crate::drpc::{conn, wire, ApiVersion, MethodDesc, RpcError, SharedTransport};
 use crate::mux::yamux::{MuxError, Session};
 
 /// An open agent RPC connection. Clones share it; it closes when the last
@@ -102,6 +121,9 @@ impl Transport for Inner {
         Box::pin(
             async move {
                 checked?;
+                // Refuse an oversized request before a yamux stream (whose
+                // drop would put an RST on the wire) is even opened.
+                wire::check_message_size(request.len())?;
                 let stream = session.open_stream().await.map_err(mux_error)?;
                 tracing::Span::current().record("stream", stream.id());
                 let result = conn::client_unary(stream, method, request).await;

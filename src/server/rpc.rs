@@ -17,6 +17,9 @@ use crate::error::{Response as ErrorBody, ValidationError};
 use crate::mux::websocket::{self, WsByteStream};
 use crate::mux::yamux::{Session, SessionConfig};
 
+/// Streams one agent connection may have open at once on the server.
+const SERVER_MAX_OPEN_STREAMS: usize = 4096;
+
 /// Query parameters of `GET /api/v2/workspaceagents/me/rpc`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RpcQuery {
@@ -148,7 +151,13 @@ async fn serve_session<S>(state: ServerState, ws: WebSocketStream<S>, version: A
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (session, mut incoming) = Session::server(WsByteStream::new(ws), SessionConfig::default());
+    // Go's yamux server has no limit on open streams, only on un-accepted
+    // ones (AcceptBacklog 256); ours keeps a generous cap instead of none.
+    let config = SessionConfig {
+        max_open_streams: SERVER_MAX_OPEN_STREAMS,
+        ..SessionConfig::default()
+    };
+    let (session, mut incoming) = Session::server(WsByteStream::new(ws), config);
     let connection = state.connection_opened(version, &role, session.clone());
     tracing::debug!(%version, %role, "agent rpc session started");
     let router = state.router();
