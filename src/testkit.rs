@@ -270,6 +270,11 @@ impl FakeCoderd {
         self.server.api().set_fault(name, Some(Fault::Hang));
     }
 
+    /// Makes a call of the RPC `name` drop every agent connection (one agent: its connection).
+    pub fn drop_connection_on(&self, name: &str) {
+        self.server.api().set_fault(name, Some(Fault::DropConnection));
+    }
+
     /// Removes the fault of the RPC `name`.
     pub fn clear_fault(&self, name: &str) {
         self.server.api().set_fault(name, None);
@@ -299,6 +304,27 @@ impl FakeCoderd {
     /// Sends a new DERP map to every `StreamDERPMaps` subscriber.
     pub fn push_derp_map(&self, map: tailnet::DerpMap) {
         self.server.api().push_derp_map(map);
+    }
+
+    /// Sends a reinit event (a prebuilt workspace was claimed) to every agent
+    /// waiting in `wait_for_reinit`; returns how many received it.
+    pub fn send_reinit(&self, event: crate::sse::ReinitializationEvent) -> usize {
+        self.server.rest().send_reinit(event)
+    }
+
+    /// Waits until `n` agents are listening for reinit events.
+    pub async fn wait_for_reinit_listeners(&self, n: usize) {
+        self.server.rest().wait_for_reinit_streams(n).await
+    }
+
+    /// Log sources the agent registered with `post_log_source`.
+    pub fn log_sources(&self) -> Vec<crate::types::WorkspaceAgentLogSource> {
+        self.server.rest().log_sources()
+    }
+
+    /// App statuses the agent sent with `patch_app_status` (REST).
+    pub fn rest_app_statuses(&self) -> Vec<crate::types::PatchAppStatus> {
+        self.server.rest().app_statuses()
     }
 
     /// Makes `BatchCreateLogs` answer `log_limit_exceeded`.

@@ -165,3 +165,55 @@ async fn wait_until_sees_reports_pushed_later() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn drop_connection_fault_ends_the_session_of_that_call() {
+    tokio::time::timeout(GUARD, async {
+        let coderd = FakeCoderd::start().await;
+        coderd.drop_connection_on("UpdateStats");
+        let conn = coderd.client().connect_rpc().await.unwrap();
+        let agent = coder_agentsdk::rpc::agent::Agent28::new(conn.transport());
+        agent.get_manifest(Default::default()).await.unwrap();
+        assert!(agent.update_stats(Default::default()).await.is_err());
+        let _ = conn.closed().await;
+        coderd.clear_fault("UpdateStats");
+        let (agent, _) = coderd.client().connect_rpc28().await.unwrap();
+        agent.update_stats(Default::default()).await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn reinit_event_reaches_a_waiting_agent_and_rest_reports_are_recorded() {
+    tokio::time::timeout(GUARD, async {
+        let coderd = FakeCoderd::start().await;
+        let client = coderd.client();
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { client.wait_for_reinit().await }
+        });
+        coderd.wait_for_reinit_listeners(1).await;
+        let workspace = uuid::Uuid::new_v4();
+        assert_eq!(
+            coderd.send_reinit(coder_agentsdk::sse::ReinitializationEvent::prebuild_claimed(workspace)),
+            1
+        );
+        assert_eq!(waiting.await.unwrap().unwrap().workspace_id, workspace);
+
+        let source = client
+            .post_log_source(&coder_agentsdk::types::PostLogSourceRequest {
+                id: uuid::Uuid::new_v4(),
+                display_name: "tool".into(),
+                icon: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            coderd.log_sources().iter().map(|s| s.id).collect::<Vec<_>>(),
+            [source.id]
+        );
+    })
+    .await
+    .unwrap();
+}

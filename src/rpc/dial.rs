@@ -4,10 +4,12 @@
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::Instrument;
 
 use super::connection::Connection;
 use super::{agent, tailnet, CURRENT_VERSION};
-use crate::auth::SESSION_TOKEN_HEADER;
+use crate::auth::{SessionToken, SESSION_TOKEN_HEADER};
 use crate::client::Client;
 use crate::drpc::ApiVersion;
 use crate::error::{ApiError, Error};
@@ -46,39 +48,29 @@ impl Client {
     /// Dials the RPC endpoint at `version`, sending `role` if given, and
     /// returns the raw connection any generated client can be built on.
     pub async fn connect_rpc_version(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
+        let span = tracing::debug_span!("dial_rpc", %version, role = role.unwrap_or_default());
+        self.dial_rpc(version, role).instrument(span).await
+    }
+
+    async fn dial_rpc(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
         crate::tls::install_crypto_provider();
         let url = rpc_url(self.base_url(), version, role)?;
         let mut refreshed = false;
         let ws = loop {
             let token = self.session_token().await?;
-            let mut request = url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| Error::WebSocket(e.to_string()))?;
-            let value = http::HeaderValue::from_str(token.expose())
-                .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
-            request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
-
-            let span = tracing::debug_span!("dial_rpc", version = %version);
-            let _guard = span.enter();
-            drop(_guard);
-            match tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true).await {
-                Ok((ws, _response)) => break ws,
-                Err(e) => {
-                    let e = upgrade_error(e, &url);
-                    // A refused token is refreshed once (instance identity), then the dial is retried.
-                    if e.status() == Some(401) && !refreshed && self.token_provider().refreshable() {
-                        tracing::debug!("rpc dial refused with 401; refreshing the session token and retrying once");
-                        self.token_provider().refresh().await?;
-                        refreshed = true;
-                        continue;
-                    }
-                    return Err(e);
+            match upgrade(&url, &token).await {
+                Ok(ws) => break ws,
+                // A refused token is refreshed once (instance identity), then the dial is retried.
+                Err(e) if e.status() == Some(401) && !refreshed && self.token_provider().refreshable() => {
+                    tracing::debug!("rpc dial refused with 401; refreshing the session token and retrying once");
+                    self.token_provider().refresh().await?;
+                    refreshed = true;
                 }
+                Err(e) => return Err(e),
             }
         };
         let session = Session::client(WsByteStream::new(ws), SessionConfig::default());
-        tracing::debug!(version = %version, "agent rpc connected");
+        tracing::debug!("agent rpc connected");
         Ok(Connection::new(session, version))
     }
 
@@ -129,6 +121,24 @@ pinned_connects! {
     connect_rpc26 => (6, Agent26, Tailnet26, "v2.24"),
     connect_rpc27 => (7, Agent27, Tailnet27, "v2.30"),
     connect_rpc28 => (8, Agent28, Tailnet28, "v2.31"),
+}
+
+/// One websocket upgrade of `url` with the token header.
+async fn upgrade(
+    url: &url::Url,
+    token: &SessionToken,
+) -> Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, Error> {
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::WebSocket(e.to_string()))?;
+    let value = http::HeaderValue::from_str(token.expose())
+        .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
+    request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
+        .await
+        .map_err(|e| upgrade_error(e, url))?;
+    Ok(ws)
 }
 
 /// Maps a failed websocket dial to the SDK error; a refused upgrade keeps

@@ -65,6 +65,8 @@ pub enum Fault {
     },
     /// Never answer (the call hangs until the client gives up).
     Hang,
+    /// Drop every agent connection instead of answering.
+    DropConnection,
 }
 
 /// The state behind the embedded server's RPCs.
@@ -80,6 +82,7 @@ pub struct FakeApi {
     faults: Mutex<HashMap<String, Fault>>,
     log_limit_exceeded: Mutex<bool>,
     sub_agents: Mutex<Vec<agent::SubAgent>>,
+    drop_connections: broadcast::Sender<()>,
 }
 
 impl FakeApi {
@@ -98,6 +101,7 @@ impl FakeApi {
             faults: Mutex::new(HashMap::new()),
             log_limit_exceeded: Mutex::new(false),
             sub_agents: Mutex::new(Vec::new()),
+            drop_connections: broadcast::channel(1).0,
         }
     }
 
@@ -171,7 +175,17 @@ impl FakeApi {
             }
             Some(Fault::Error { code, message }) => Err(RpcError::Remote { code, message }),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::DropConnection) => {
+                let _ = self.drop_connections.send(());
+                // The connection is going away; this call never answers.
+                std::future::pending().await
+            }
         }
+    }
+
+    /// Resolves when a [`Fault::DropConnection`] fires; connection tasks listen to it.
+    pub(crate) fn connection_drop_requests(&self) -> broadcast::Receiver<()> {
+        self.drop_connections.subscribe()
     }
 }
 

@@ -161,6 +161,7 @@ where
     let connection = state.connection_opened(version, &role, session.clone());
     tracing::debug!(%version, %role, "agent rpc session started");
     let router = state.router();
+    let mut drop_requests = state.api().connection_drop_requests();
     loop {
         tokio::select! {
             stream = incoming.accept() => {
@@ -172,6 +173,10 @@ where
                         tracing::debug!(stream = id, error = %e, "drpc stream ended with an error");
                     }
                 });
+            }
+            _ = drop_requests.recv() => {
+                session.close();
+                break;
             }
             _ = connection.kicked() => {
                 session.close();
