@@ -332,15 +332,6 @@ impl Client {
         self.inner.rest.http()
     }
 
-    /// `path` (absolute, e.g. `/api/v2/...`) resolved against the base URL.
-    #[allow(dead_code)]
-    pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
-        self.inner
-            .base_url
-            .join(path)
-            .map_err(|e| Error::InvalidUrl(format!("{path}: {e}")))
-    }
-
     /// Runs one generated operation with the current token; a 401 from
     /// coderd refreshes the token once and runs it again.
     async fn authed<'a, T, F, Fut>(
