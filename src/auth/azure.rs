@@ -1,13 +1,11 @@
 //! Azure: the attested document from the instance metadata service,
 //! exchanged at `POST /api/v2/workspaceagents/azure-instance-identity`.
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::metadata::{fetch, join, DEFAULT_METADATA_TIMEOUT};
+use super::metadata::{metadata_builder_methods, MetadataSettings};
 use super::{ExchangeContext, SessionToken, TokenExchanger};
 use crate::error::Error;
 use crate::rest::types::AzureInstanceIdentityToken;
@@ -19,17 +17,13 @@ use crate::rest::types::AzureInstanceIdentityToken;
 /// true`; the `signature` and `encoding` of its JSON are posted to coderd.
 #[derive(Clone, Debug)]
 pub struct AzureInstanceIdentity {
-    metadata_url: String,
-    agent_name: Option<String>,
-    timeout: Duration,
+    settings: MetadataSettings,
 }
 
 impl Default for AzureInstanceIdentity {
     fn default() -> Self {
         AzureInstanceIdentity {
-            metadata_url: Self::DEFAULT_METADATA_URL.to_owned(),
-            agent_name: None,
-            timeout: DEFAULT_METADATA_TIMEOUT,
+            settings: MetadataSettings::new(Self::DEFAULT_METADATA_URL),
         }
     }
 }
@@ -53,38 +47,22 @@ impl AzureInstanceIdentity {
         Self::default()
     }
 
-    /// Uses another metadata base URL (a fake in tests, an unusual network).
-    pub fn metadata_url(mut self, url: impl Into<String>) -> Self {
-        self.metadata_url = url.into();
-        self
-    }
-
-    /// Names the agent when several agents share this instance (sent as
-    /// `agent_name`; omitted when unset or empty).
-    pub fn agent_name(mut self, name: impl Into<String>) -> Self {
-        self.agent_name = Some(name.into()).filter(|n| !n.is_empty());
-        self
-    }
-
-    /// The time limit of the metadata request (default 5 s).
-    pub fn metadata_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
+    metadata_builder_methods!();
 }
 
 impl TokenExchanger for AzureInstanceIdentity {
     fn exchange<'a>(&'a self, ctx: &'a ExchangeContext) -> BoxFuture<'a, Result<SessionToken, Error>> {
         Box::pin(async move {
-            let body = fetch(
-                ctx.http(),
-                "azure",
-                Method::GET,
-                &join(&self.metadata_url, "/metadata/attested/document?api-version=2020-09-01"),
-                &[("Metadata", "true")],
-                self.timeout,
-            )
-            .await?;
+            let body = self
+                .settings
+                .fetch(
+                    ctx.http(),
+                    "azure",
+                    Method::GET,
+                    "/metadata/attested/document?api-version=2020-09-01",
+                    &[("Metadata", "true")],
+                )
+                .await?;
             let doc: AttestedDocument = serde_json::from_slice(&body).map_err(|e| {
                 Error::Metadata(format!(
                     "azure: decode attested document: {}",
@@ -92,7 +70,7 @@ impl TokenExchanger for AzureInstanceIdentity {
                 ))
             })?;
             ctx.post_azure_identity(&AzureInstanceIdentityToken {
-                agent_name: self.agent_name.clone(),
+                agent_name: self.settings.agent_name.clone(),
                 signature: doc.signature,
                 encoding: doc.encoding,
             })

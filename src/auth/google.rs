@@ -1,12 +1,10 @@
 //! Google Cloud: the instance identity JWT from the GCE metadata server,
 //! exchanged at `POST /api/v2/workspaceagents/google-instance-identity`.
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use reqwest::Method;
 
-use super::metadata::{fetch, join, text, DEFAULT_METADATA_TIMEOUT};
+use super::metadata::{metadata_builder_methods, text, MetadataSettings};
 use super::{ExchangeContext, SessionToken, TokenExchanger};
 use crate::error::Error;
 use crate::rest::types::GoogleInstanceIdentityToken;
@@ -26,10 +24,8 @@ pub const GCE_METADATA_HOST_ENV: &str = "GCE_METADATA_HOST";
 /// that variable is set, or the URL given to [`Self::metadata_url`].
 #[derive(Clone, Debug)]
 pub struct GoogleInstanceIdentity {
-    metadata_url: String,
+    settings: MetadataSettings,
     service_account: String,
-    agent_name: Option<String>,
-    timeout: Duration,
 }
 
 impl Default for GoogleInstanceIdentity {
@@ -54,18 +50,12 @@ impl GoogleInstanceIdentity {
             None => Self::DEFAULT_METADATA_URL.to_owned(),
         };
         GoogleInstanceIdentity {
-            metadata_url,
+            settings: MetadataSettings::new(metadata_url),
             service_account: "default".to_owned(),
-            agent_name: None,
-            timeout: DEFAULT_METADATA_TIMEOUT,
         }
     }
 
-    /// Uses another metadata base URL (overrides `GCE_METADATA_HOST`).
-    pub fn metadata_url(mut self, url: impl Into<String>) -> Self {
-        self.metadata_url = url.into();
-        self
-    }
+    metadata_builder_methods!();
 
     /// The service account whose identity is used (`default` when empty).
     pub fn service_account(mut self, account: impl Into<String>) -> Self {
@@ -77,19 +67,6 @@ impl GoogleInstanceIdentity {
         };
         self
     }
-
-    /// Names the agent when several agents share this instance (sent as
-    /// `agent_name`; omitted when unset or empty).
-    pub fn agent_name(mut self, name: impl Into<String>) -> Self {
-        self.agent_name = Some(name.into()).filter(|n| !n.is_empty());
-        self
-    }
-
-    /// The time limit of the metadata request (default 5 s).
-    pub fn metadata_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
 }
 
 impl TokenExchanger for GoogleInstanceIdentity {
@@ -99,17 +76,18 @@ impl TokenExchanger for GoogleInstanceIdentity {
                 "/computeMetadata/v1/instance/service-accounts/{}/identity?audience=coder&format=full",
                 self.service_account
             );
-            let jwt = fetch(
-                ctx.http(),
-                "google",
-                Method::GET,
-                &join(&self.metadata_url, &path),
-                &[("Metadata-Flavor", "Google")],
-                self.timeout,
-            )
-            .await?;
+            let jwt = self
+                .settings
+                .fetch(
+                    ctx.http(),
+                    "google",
+                    Method::GET,
+                    &path,
+                    &[("Metadata-Flavor", "Google")],
+                )
+                .await?;
             ctx.post_google_identity(&GoogleInstanceIdentityToken {
-                agent_name: self.agent_name.clone(),
+                agent_name: self.settings.agent_name.clone(),
                 json_web_token: text(&jwt),
             })
             .await
@@ -124,15 +102,17 @@ mod tests {
     #[test]
     fn gce_metadata_host_sets_the_metadata_server_and_an_explicit_url_wins() {
         assert_eq!(
-            GoogleInstanceIdentity::with_metadata_host(None).metadata_url,
+            GoogleInstanceIdentity::with_metadata_host(None).settings.url,
             "http://169.254.169.254"
         );
         assert_eq!(
-            GoogleInstanceIdentity::with_metadata_host(Some("127.0.0.1:8089".into())).metadata_url,
+            GoogleInstanceIdentity::with_metadata_host(Some("127.0.0.1:8089".into()))
+                .settings
+                .url,
             "http://127.0.0.1:8089"
         );
         let explicit = GoogleInstanceIdentity::with_metadata_host(Some("ignored:1".into())).metadata_url("http://x:2");
-        assert_eq!(explicit.metadata_url, "http://x:2");
+        assert_eq!(explicit.settings.url, "http://x:2");
         assert_eq!(
             GoogleInstanceIdentity::new().service_account("").service_account,
             "default"

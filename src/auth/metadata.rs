@@ -18,6 +18,71 @@ pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Identity documents are a few KiB; more than this is refused.
 const MAX_METADATA_BODY: usize = 1 << 20;
 
+/// Where an exchanger's metadata service is, how long one request may
+/// take, and the agent name it sends to coderd.
+#[derive(Clone, Debug)]
+pub(crate) struct MetadataSettings {
+    pub(crate) url: String,
+    pub(crate) agent_name: Option<String>,
+    pub(crate) timeout: Duration,
+}
+
+impl MetadataSettings {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        MetadataSettings {
+            url: url.into(),
+            agent_name: None,
+            timeout: DEFAULT_METADATA_TIMEOUT,
+        }
+    }
+
+    /// One request to `path_and_query` on the metadata service.
+    pub(crate) async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        service: &'static str,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Bytes, Error> {
+        fetch(
+            http,
+            service,
+            method,
+            &join(&self.url, path_and_query),
+            headers,
+            self.timeout,
+        )
+        .await
+    }
+}
+
+/// The builder methods every instance-identity exchanger shares; the type
+/// keeps its [`MetadataSettings`] in a field named `settings`.
+macro_rules! metadata_builder_methods {
+    () => {
+        /// Uses another metadata base URL (a fake in tests, an unusual network).
+        pub fn metadata_url(mut self, url: impl Into<String>) -> Self {
+            self.settings.url = url.into();
+            self
+        }
+
+        /// Names the agent when several agents share this instance (sent as
+        /// `agent_name`; omitted when unset or empty).
+        pub fn agent_name(mut self, name: impl Into<String>) -> Self {
+            self.settings.agent_name = Some(name.into()).filter(|n| !n.is_empty());
+            self
+        }
+
+        /// The time limit of each metadata request (default 5 s).
+        pub fn metadata_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.timeout = timeout;
+            self
+        }
+    };
+}
+pub(crate) use metadata_builder_methods;
+
 /// Joins a configured base URL (any path kept) and an absolute path.
 pub(crate) fn join(base: &str, path_and_query: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path_and_query)
