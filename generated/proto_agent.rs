@@ -320,6 +320,7 @@ impl ::prost::Name for Manifest {
 }
 /// A secret handed to the workspace: as an environment variable, a file, or both.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct WorkspaceSecret {
     /// empty: not exported to the environment
     #[prost(string, tag = "1")]
@@ -1448,6 +1449,7 @@ impl ::prost::Name for ReportConnectionRequest {
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct SubAgent {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,

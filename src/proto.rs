@@ -26,3 +26,75 @@ pub mod coder {
 pub use coder::agent::v2 as agent;
 /// Messages of the `coder.tailnet.v2` package (service `Tailnet`).
 pub use coder::tailnet::v2 as tailnet;
+
+// Debug for the messages that carry secrets: prost's derive is skipped for
+// them (xtask/src/protos.rs) so that tokens and secret values never reach
+// logs through `{:?}`.
+
+impl std::fmt::Debug for agent::SubAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubAgent")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("auth_token", &Redacted(self.auth_token.len()))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for agent::WorkspaceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceSecret")
+            .field("env_name", &self.env_name)
+            .field("file_path", &self.file_path)
+            .field("value", &Redacted(self.value.len()))
+            .finish()
+    }
+}
+
+/// Shows that a secret is present, and its length, but not its value.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "REDACTED({} bytes)", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent;
+
+    #[test]
+    fn debug_output_never_shows_secret_values() {
+        let secret = agent::WorkspaceSecret {
+            env_name: "GITHUB_TOKEN".into(),
+            file_path: String::new(),
+            value: b"ghp_supersecret".to_vec(),
+        };
+        let sub = agent::SubAgent {
+            name: "dev".into(),
+            id: vec![1; 16],
+            auth_token: b"token-bytes-secret".to_vec(),
+        };
+        let manifest = agent::Manifest {
+            secrets: vec![secret],
+            ..Default::default()
+        };
+        let response = agent::CreateSubAgentResponse {
+            agent: Some(sub),
+            app_creation_errors: Vec::new(),
+        };
+        let shown = format!("{manifest:?} {response:?}");
+        assert!(
+            !shown.contains("supersecret") && !shown.contains("token-bytes"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("GITHUB_TOKEN") && shown.contains("REDACTED(15 bytes)"),
+            "{shown}"
+        );
+        // The byte fields print as numbers in prost's Debug; check those too.
+        let as_numbers = format!("{:?}", b"ghp_supersecret".to_vec());
+        assert!(!shown.contains(&as_numbers[1..as_numbers.len() - 1]), "{shown}");
+    }
+}

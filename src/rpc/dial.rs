@@ -132,8 +132,10 @@ async fn upgrade(
         .as_str()
         .into_client_request()
         .map_err(|e| Error::WebSocket(e.to_string()))?;
-    let value = http::HeaderValue::from_str(token.expose())
+    let mut value = http::HeaderValue::from_str(token.expose())
         .map_err(|_| Error::Config("session token is not a valid header value".to_owned()))?;
+    // Keeps the token out of any Debug print of the request.
+    value.set_sensitive(true);
     request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
     let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
         .await

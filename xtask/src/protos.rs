@@ -8,6 +8,9 @@ use prost_types::FileDescriptorSet;
 
 use crate::versions::Manifest;
 
+/// Messages whose `Debug` must not print a secret field.
+const SECRET_MESSAGES: [&str; 2] = [".coder.agent.v2.SubAgent", ".coder.agent.v2.WorkspaceSecret"];
+
 /// Compiles the protos the manifest names into descriptors.
 pub fn compile(spec_dir: &Path, manifest: &Manifest) -> Result<FileDescriptorSet> {
     let include = spec_dir.join("proto");
@@ -25,6 +28,8 @@ pub fn generate(fds: &FileDescriptorSet, manifest: &Manifest) -> Result<BTreeMap
     // Ordered maps encode in key order, as Go's deterministic marshalling does,
     // so encodings are reproducible and comparable with the golden vectors.
     config.btree_map(["."]);
+    // Messages carrying secrets get a hand-written, redacting `Debug` (src/proto.rs).
+    config.skip_debug(SECRET_MESSAGES);
     config.compile_fds(fds.clone()).context("prost-build")?;
     let mut files = BTreeMap::new();
     for (key, spec) in &manifest.services {
