@@ -16,7 +16,10 @@
 //! * every write goes out as a binary message; bytes written between two
 //!   flushes are coalesced into one message (at most [`MAX_WRITE_MESSAGE`]
 //!   bytes), so one yamux frame normally travels as one message;
-//! * shutting the writer down sends a Close frame with status 1000 (normal).
+//! * shutting the writer down sends a Close frame with status 1000 (normal);
+//! * optionally ([`WsByteStream::with_keepalive`]) it pings the peer as coderd
+//!   does (payloads "1", "2", ..., coder/websocket's counter) and fails the
+//!   stream when no pong has come back within a timeout.
 //!
 //! It knows nothing about yamux, DRPC or Coder. The websocket handshake and its
 //! HTTP headers belong to the caller; [`client_config`] and [`server_config`]
@@ -86,6 +89,20 @@ pub struct WsByteStream<S> {
     write_buf: BytesMut,
     /// Our Close frame has been queued.
     close_sent: bool,
+    /// Pings we send and the pongs we expect, when enabled.
+    keepalive: Option<Keepalive>,
+}
+
+/// coderd's websocket heartbeat: a Ping every `interval`; the connection is
+/// dead when no Pong arrived within `timeout`.
+#[derive(Debug)]
+struct Keepalive {
+    ticker: tokio::time::Interval,
+    timeout: std::time::Duration,
+    last_pong: tokio::time::Instant,
+    sent: u64,
+    /// A Ping is due but the sink was not ready yet.
+    pending: bool,
 }
 
 impl<S> WsByteStream<S> {
@@ -98,7 +115,28 @@ impl<S> WsByteStream<S> {
             read_failed: false,
             write_buf: BytesMut::new(),
             close_sent: false,
+            keepalive: None,
         }
+    }
+
+    /// Also pings the peer every `interval` (payloads "1", "2", ..., as
+    /// coder/websocket's `Conn.Ping` writes them) and fails reads with
+    /// [`io::ErrorKind::TimedOut`] once no Pong has arrived for `timeout`,
+    /// as coderd's agent connection monitor drops silent agents. Pings go
+    /// out while the stream is being read, which the yamux driver does all
+    /// the time. Must be called inside a Tokio runtime.
+    pub fn with_keepalive(mut self, interval: std::time::Duration, timeout: std::time::Duration) -> Self {
+        let start = tokio::time::Instant::now() + interval;
+        let mut ticker = tokio::time::interval_at(start, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.keepalive = Some(Keepalive {
+            ticker,
+            timeout,
+            last_pong: tokio::time::Instant::now(),
+            sent: 0,
+            pending: false,
+        });
+        self
     }
 
     /// The underlying websocket.
@@ -151,6 +189,41 @@ where
     }
 }
 
+impl<S> WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Sends a due Ping, and fails once the peer has stopped answering.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(k) = self.keepalive.as_mut() else {
+            return Ok(());
+        };
+        while k.ticker.poll_tick(cx).is_ready() {
+            if k.last_pong.elapsed() > k.timeout {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("websocket peer answered no ping for {:?}", k.timeout),
+                ));
+            }
+            k.pending = true;
+        }
+        if k.pending && !self.close_sent {
+            if let Poll::Ready(ready) = Pin::new(&mut self.ws).poll_ready(cx) {
+                ready.map_err(ws_to_io)?;
+                k.sent += 1;
+                k.pending = false;
+                let payload = Bytes::from(k.sent.to_string());
+                Pin::new(&mut self.ws)
+                    .start_send(Message::Ping(payload))
+                    .map_err(ws_to_io)?;
+                // Best effort: the driver flushes on its next round anyway.
+                let _ = Pin::new(&mut self.ws).poll_flush(cx);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<S> AsyncRead for WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -159,6 +232,12 @@ where
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
+        }
+        if !this.read_failed && !this.read_eof {
+            if let Err(e) = this.poll_keepalive(cx) {
+                this.read_failed = true;
+                return Poll::Ready(Err(e));
+            }
         }
         loop {
             if !this.read_buf.is_empty() {
@@ -184,7 +263,12 @@ where
                 }
                 // Empty messages are skipped by the length check above.
                 Some(Ok(Message::Binary(data))) => this.read_buf = data,
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Pong(_))) => {
+                    if let Some(k) = this.keepalive.as_mut() {
+                        k.last_pong = tokio::time::Instant::now();
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     tracing::trace!(?frame, "websocket close frame received");
                     this.read_eof = true;

@@ -13,6 +13,7 @@ mod rpc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
@@ -38,7 +39,13 @@ pub struct ServerBuilder {
     max_version: ApiVersion,
     manifest: Option<agent::Manifest>,
     listen: SocketAddr,
+    keepalive: Option<(Duration, Duration)>,
 }
+
+/// How often the server pings each agent's websocket, as coderd does.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long an agent may leave pings unanswered before it is dropped.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ServerBuilder {
     fn default() -> Self {
@@ -47,6 +54,7 @@ impl Default for ServerBuilder {
             max_version: crate::rpc::CURRENT_VERSION,
             manifest: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            keepalive: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
         }
     }
 }
@@ -76,6 +84,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Websocket pings to each agent every `interval`, dropping an agent
+    /// that answered none for `timeout` (coderd's connection monitor);
+    /// `None` turns them off. Default: every 15 s, 60 s timeout.
+    pub fn websocket_keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
     /// Binds and starts serving in the background.
     pub async fn start(self) -> std::io::Result<EmbeddedServer> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
@@ -86,6 +102,7 @@ impl ServerBuilder {
         let state = ServerState {
             inner: Arc::new(StateInner {
                 token: self.token,
+                keepalive: self.keepalive,
                 max_version: Mutex::new(self.max_version),
                 upgrade_refusal: Mutex::new(None),
                 router: Router::new()
@@ -225,6 +242,7 @@ pub(crate) struct ServerState {
 #[derive(Debug)]
 struct StateInner {
     token: String,
+    keepalive: Option<(Duration, Duration)>,
     max_version: Mutex<ApiVersion>,
     upgrade_refusal: Mutex<Option<(u16, ErrorBody)>>,
     router: Router,
@@ -249,6 +267,10 @@ impl ConnectionEntry {
 impl ServerState {
     pub(crate) fn max_version(&self) -> ApiVersion {
         *lock(&self.inner.max_version)
+    }
+
+    pub(crate) fn keepalive(&self) -> Option<(Duration, Duration)> {
+        self.inner.keepalive
     }
 
     pub(crate) fn router(&self) -> Router {

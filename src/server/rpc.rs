@@ -157,7 +157,11 @@ where
         max_open_streams: SERVER_MAX_OPEN_STREAMS,
         ..SessionConfig::default()
     };
-    let (session, mut incoming) = Session::server(WsByteStream::new(ws), config);
+    let mut bytes = WsByteStream::new(ws);
+    if let Some((interval, timeout)) = state.keepalive() {
+        bytes = bytes.with_keepalive(interval, timeout);
+    }
+    let (session, mut incoming) = Session::server(bytes, config);
     let connection = state.connection_opened(version, &role, session.clone());
     tracing::debug!(%version, %role, "agent rpc session started");
     let router = state.router();
