@@ -53,7 +53,7 @@ pub mod versions {
     include!("../../generated/versions.rs");
 }
 
-pub use versions::{CURRENT_VERSION, VERSIONS};
+pub use versions::{prelude, CURRENT_VERSION, VERSIONS};
 
 /// One API version and what it added.
 #[derive(Clone, Copy, Debug)]
@@ -66,19 +66,6 @@ pub struct VersionInfo {
     pub summary: &'static str,
     /// The RPCs it adds, across services.
     pub adds: &'static [&'static MethodDesc],
-}
-
-/// Every client trait of every version, so that `use coder_agentsdk::rpc::prelude::*` makes all methods callable.
-pub mod prelude {
-    pub use super::agent::{
-        AgentClient20, AgentClient21, AgentClient210, AgentClient211, AgentClient22, AgentClient23, AgentClient24,
-        AgentClient25, AgentClient26, AgentClient27, AgentClient28, AgentClient29,
-    };
-    pub use super::tailnet::{
-        TailnetClient20, TailnetClient21, TailnetClient210, TailnetClient211, TailnetClient22, TailnetClient23,
-        TailnetClient24, TailnetClient25, TailnetClient26, TailnetClient27, TailnetClient28, TailnetClient29,
-    };
-    pub use crate::drpc::DrpcClient;
 }
 
 /// Every method descriptor of every service.

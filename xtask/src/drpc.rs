@@ -421,12 +421,31 @@ pub fn generate_versions(manifest: &Manifest) -> Result<TokenStream> {
             }
         });
     }
+    // Every client trait of every service, for `use coder_agentsdk::rpc::prelude::*`.
+    let mut prelude = Vec::new();
+    for (key, spec) in &manifest.services {
+        let module = format_ident!("{}", key);
+        let traits = manifest.versions.iter().map(|v| {
+            format_ident!(
+                "{}Client{}",
+                spec.service.to_upper_camel_case(),
+                version_suffix(v.numbers())
+            )
+        });
+        prelude.push(quote!(pub use crate::rpc::#module::{#(#traits),*};));
+    }
     let (major, minor) = manifest.versions.last().context("no versions")?.numbers();
     let (major, minor) = (
         proc_macro2::Literal::u16_unsuffixed(major),
         proc_macro2::Literal::u16_unsuffixed(minor),
     );
     Ok(quote! {
+        /// Every client trait of every version, so that one glob import makes all methods callable.
+        pub mod prelude {
+            #(#prelude)*
+            pub use crate::drpc::DrpcClient;
+        }
+
         use crate::drpc::ApiVersion;
         use crate::rpc::VersionInfo;
 
