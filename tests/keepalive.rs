@@ -57,3 +57,30 @@ async fn peer_that_never_answers_pings_is_dropped() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn only_agent_roles_are_monitored_as_in_coderd() {
+    tokio::time::timeout(GUARD, async {
+        let server = server().await;
+        let url = format!(
+            "ws://{}/api/v2/workspaceagents/me/rpc?role=logstream-kube&version=2.8",
+            server.addr()
+        );
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Coder-Session-Token", server.token().parse().unwrap());
+        let (_silent, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        while server.connections() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Well past the pong timeout: a non-agent role is not pinged, so not dropped.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let info = server.connection_info();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].role, "logstream-kube");
+        assert_eq!(info[0].version, coder_agentsdk::drpc::ApiVersion::new(2, 8));
+    })
+    .await
+    .unwrap();
+}

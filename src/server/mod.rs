@@ -205,6 +205,14 @@ impl EmbeddedServer {
         lock(&self.state.inner.connections).len()
     }
 
+    /// The version and role of every open agent RPC connection.
+    pub fn connection_info(&self) -> Vec<ConnectionInfo> {
+        lock(&self.state.inner.connections)
+            .iter()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
     /// yamux streams open on the server side, across all connections.
     pub fn open_streams(&self) -> usize {
         lock(&self.state.inner.connections)
@@ -256,6 +264,16 @@ struct StateInner {
 pub(crate) struct ConnectionEntry {
     session: Session,
     kick: CancellationToken,
+    info: ConnectionInfo,
+}
+
+/// What an agent sent when it opened its RPC connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The API version it dialled (`2.0` when it sent none).
+    pub version: ApiVersion,
+    /// The `role` query parameter (empty when absent).
+    pub role: String,
 }
 
 impl ConnectionEntry {
@@ -298,15 +316,11 @@ impl ServerState {
         Some(api_error(status, refusal.1))
     }
 
-    pub(crate) fn connection_opened(
-        &self,
-        _version: ApiVersion,
-        _role: &str,
-        session: Session,
-    ) -> Arc<ConnectionEntry> {
+    pub(crate) fn connection_opened(&self, info: ConnectionInfo, session: Session) -> Arc<ConnectionEntry> {
         let entry = Arc::new(ConnectionEntry {
             session,
             kick: CancellationToken::new(),
+            info,
         });
         lock(&self.inner.connections).push(entry.clone());
         entry

@@ -158,11 +158,19 @@ where
         ..SessionConfig::default()
     };
     let mut bytes = WsByteStream::new(ws);
-    if let Some((interval, timeout)) = state.keepalive() {
+    // coderd monitors (pings) only agents: no role, or role "agent".
+    let monitored = role.is_empty() || role == crate::rpc::ROLE_AGENT;
+    if let Some((interval, timeout)) = state.keepalive().filter(|_| monitored) {
         bytes = bytes.with_keepalive(interval, timeout);
     }
     let (session, mut incoming) = Session::server(bytes, config);
-    let connection = state.connection_opened(version, &role, session.clone());
+    let connection = state.connection_opened(
+        super::ConnectionInfo {
+            version,
+            role: role.clone(),
+        },
+        session.clone(),
+    );
     tracing::debug!(%version, %role, "agent rpc session started");
     let router = state.router();
     let mut drop_requests = state.api().connection_drop_requests();
