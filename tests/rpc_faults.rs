@@ -252,22 +252,23 @@ async fn message_over_4_mib_is_refused_before_anything_is_written() {
 }
 
 #[tokio::test]
-async fn streaming_message_over_4_mib_is_not_written_and_fails_the_call() {
+async fn streaming_message_over_4_mib_is_refused_by_send_and_the_stream_stays_usable() {
     let (client, mut server) = tokio::io::duplex(1 << 20);
-    let RawStream {
-        mut sender,
-        mut receiver,
-    } = client_stream(client, &tailnet_methods::COORDINATE);
-    sender.send(Bytes::from(vec![0u8; MAX_MESSAGE_SIZE + 1])).await.unwrap();
-    match guard("receiver", receiver.next()).await {
-        Some(Err(RpcError::MessageTooLarge { size, .. })) => assert_eq!(size, MAX_MESSAGE_SIZE + 1),
+    let RawStream { mut sender, receiver } = client_stream(client, &tailnet_methods::COORDINATE);
+    match sender.send(Bytes::from(vec![0u8; MAX_MESSAGE_SIZE + 1])).await {
+        Err(RpcError::MessageTooLarge { size, limit }) => {
+            assert_eq!((size, limit), (MAX_MESSAGE_SIZE + 1, MAX_MESSAGE_SIZE))
+        }
         other => panic!("{other:?}"),
     }
+    sender.send(Bytes::from_static(b"ok")).await.unwrap();
     drop(sender);
-    // Only the Invoke reached the peer.
-    let seen = guard("peer read", read_packets(&mut server, Kind::Unknown(63))).await;
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].kind, Kind::Invoke);
+    // The Invoke, the small message and the CloseSend reached the peer; the big one never did.
+    let seen = guard("peer read", read_packets(&mut server, Kind::CloseSend)).await;
+    let kinds: Vec<Kind> = seen.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [Kind::Invoke, Kind::Message, Kind::CloseSend], "{seen:?}");
+    assert_eq!(&seen[1].data[..], b"ok");
+    drop(receiver);
 }
 
 #[tokio::test]

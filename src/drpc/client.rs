@@ -77,8 +77,11 @@ pub struct RawSender {
 }
 
 impl RawSender {
-    /// Sends one encoded message; waits while the transport is busy.
+    /// Sends one encoded message; waits while the transport is busy. A
+    /// message over the 4 MiB limit is refused here, before anything is
+    /// queued, and the stream stays usable.
     pub async fn send(&mut self, message: Bytes) -> Result<(), RpcError> {
+        super::wire::check_message_size(message.len())?;
         let tx = self
             .tx
             .as_ref()
