@@ -412,6 +412,18 @@ fn admit(state: &ServerState, method: &Method, uri: &Uri, headers: &HeaderMap) -
     authenticate(state, headers, uri)
 }
 
+/// [`admit`], then the JSON body.
+fn admit_json<T: DeserializeOwned>(
+    state: &ServerState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Reply> {
+    admit(state, method, uri, headers)?;
+    read(body)
+}
+
 fn agent_id(state: &ServerState) -> Uuid {
     Uuid::from_slice(&state.api().manifest().agent_id).unwrap_or_default()
 }
@@ -460,10 +472,7 @@ async fn patch_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    if let Err(r) = admit(&state, &method, &uri, &headers) {
-        return *r;
-    }
-    let req: PatchLogsBody = match read(&body) {
+    let req: PatchLogsBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -517,10 +526,7 @@ async fn patch_app_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    if let Err(r) = admit(&state, &method, &uri, &headers) {
-        return *r;
-    }
-    let req: AppStatusBody = match read(&body) {
+    let req: AppStatusBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -566,10 +572,7 @@ async fn post_log_source(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    if let Err(r) = admit(&state, &method, &uri, &headers) {
-        return *r;
-    }
-    let req: LogSourceBody = match read(&body) {
+    let req: LogSourceBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
