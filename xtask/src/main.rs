@@ -1,9 +1,14 @@
 //! `cargo xtask generate` turns `spec/` into `generated/`;
-//! `cargo xtask check` fails, with a diff, when `generated/` is stale.
+//! `cargo xtask check` fails, with a diff, when `generated/` is stale;
+//! `cargo xtask diff` classifies the spec changes since the last release and
+//! says which version they require; `cargo xtask upstream` lists what `spec/`
+//! lacks compared with a Coder checkout.
 
+mod diff;
 mod drpc;
 mod protos;
 mod rest;
+mod upstream;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -12,7 +17,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <generate|check> [--spec DIR] [--out DIR]";
+const USAGE: &str = "usage:
+  cargo xtask generate [--spec DIR] [--out DIR]
+  cargo xtask check [--spec DIR] [--out DIR]
+  cargo xtask diff [--base REF] [--format text|json] [--check-version] [--changelog] [--root DIR]
+  cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]";
 
 fn main() -> ExitCode {
     match run() {
@@ -28,6 +37,11 @@ fn run() -> Result<ExitCode> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let root = workspace_root();
+    match command.as_str() {
+        "diff" => return run_diff(args, root),
+        "upstream" => return upstream::run(args, &root),
+        _ => {}
+    }
     let mut spec = root.join("spec");
     let mut out = root.join("generated");
     while let Some(flag) = args.next() {
@@ -62,6 +76,41 @@ fn run() -> Result<ExitCode> {
             eprintln!("{USAGE}");
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+fn run_diff(mut args: impl Iterator<Item = String>, root: PathBuf) -> Result<ExitCode> {
+    let mut opts = diff::Options {
+        root,
+        base: None,
+        format: diff::Format::Text,
+        check_version: false,
+        changelog: false,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--base" => opts.base = Some(value()?),
+            "--root" => opts.root = PathBuf::from(value()?),
+            "--format" => opts.format = parse_format(&value()?)?,
+            "--check-version" => opts.check_version = true,
+            "--changelog" => opts.changelog = true,
+            _ => anyhow::bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    Ok(if diff::run(&opts)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `text` or `json`.
+pub fn parse_format(s: &str) -> Result<diff::Format> {
+    match s {
+        "text" => Ok(diff::Format::Text),
+        "json" => Ok(diff::Format::Json),
+        _ => anyhow::bail!("--format must be text or json, not {s:?}"),
     }
 }
 
