@@ -152,8 +152,10 @@ where
     // ones (AcceptBacklog 256); ours keeps a configurable cap instead of
     // none, refusing streams past it with RST.
     let limits = state.limits();
-    let mut config = SessionConfig::default();
-    config.max_open_streams = limits.max_streams_per_connection;
+    let config = SessionConfig {
+        max_open_streams: limits.max_streams_per_connection,
+        ..SessionConfig::default()
+    };
     let mut bytes = WsByteStream::new(ws);
     // coderd monitors (pings) only agents: no role, or role "agent".
     let monitored = role.is_empty() || role == crate::rpc::ROLE_AGENT;
