@@ -9,6 +9,7 @@
 
 mod api;
 mod listener;
+mod recording;
 pub mod rest;
 mod rpc;
 
@@ -21,6 +22,7 @@ use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
 use tokio_util::sync::CancellationToken;
 
 pub use api::{FakeApi, FakeApiHandle, Fault, Recorded};
+pub use recording::DEFAULT_RECORD_LIMIT;
 pub use rpc::validate_version;
 
 use crate::drpc::{ApiVersion, Router};
@@ -42,6 +44,7 @@ pub struct ServerBuilder {
     listen: SocketAddr,
     keepalive: Option<(Duration, Duration)>,
     limits: Limits,
+    record_limit: usize,
 }
 
 /// Limits that protect the server from slow or hostile peers. Set through
@@ -89,6 +92,7 @@ impl Default for ServerBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             keepalive: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
             limits: Limits::default(),
+            record_limit: DEFAULT_RECORD_LIMIT,
         }
     }
 }
@@ -159,12 +163,22 @@ impl ServerBuilder {
         self
     }
 
+    /// How many reports each recording keeps (the RPC reports of
+    /// [`FakeApi::recorded`] and each REST recording of [`rest::RestState`]);
+    /// older entries are dropped and counted ([`FakeApi::recorded_dropped`],
+    /// [`rest::RestState::dropped`]). Default [`DEFAULT_RECORD_LIMIT`].
+    pub fn record_limit(mut self, limit: usize) -> Self {
+        self.record_limit = limit;
+        self
+    }
+
     /// Binds and starts serving in the background.
     pub async fn start(self) -> std::io::Result<EmbeddedServer> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
+        api.set_record_limit(self.record_limit);
         let handle = FakeApiHandle(api.clone());
         let state = ServerState {
             inner: Arc::new(StateInner {
@@ -177,7 +191,11 @@ impl ServerBuilder {
                     .with_service(AgentService::new(handle.clone()))
                     .with_service(TailnetService::new(handle)),
                 api,
-                rest: rest::RestState::default(),
+                rest: {
+                    let rest = rest::RestState::default();
+                    rest.set_record_limit(self.record_limit);
+                    rest
+                },
                 connections: Mutex::new(Vec::new()),
                 open_tcp: Arc::default(),
             }),
