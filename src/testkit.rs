@@ -76,6 +76,15 @@ impl FakeCoderdBuilder {
         self
     }
 
+    /// How many reports each recording keeps (default
+    /// [`DEFAULT_RECORD_LIMIT`](crate::server::DEFAULT_RECORD_LIMIT)); older
+    /// ones are dropped and counted ([`FakeCoderd::recorded_dropped`],
+    /// [`FakeCoderd::rest_dropped`]).
+    pub fn record_limit(mut self, limit: usize) -> Self {
+        self.server = self.server.record_limit(limit);
+        self
+    }
+
     /// Starts the server on a free loopback port. Panics if it cannot bind,
     /// which in a test is the right outcome.
     pub async fn start(self) -> FakeCoderd {
@@ -137,6 +146,18 @@ impl FakeCoderd {
     }
 
     // ----- what the agent reported -----
+
+    /// RPC reports dropped from [`recorded`](Self::recorded) (and so from
+    /// every accessor built on it) to stay within the record limit
+    /// ([`FakeCoderdBuilder::record_limit`]).
+    pub fn recorded_dropped(&self) -> u64 {
+        self.server.api().recorded_dropped()
+    }
+
+    /// Entries dropped by each REST recording to stay within the record limit.
+    pub fn rest_dropped(&self) -> crate::server::rest::RestDropped {
+        self.server.rest().dropped()
+    }
 
     /// Every RPC report, in arrival order.
     pub fn recorded(&self) -> Vec<Recorded> {

@@ -126,6 +126,10 @@ pub struct SessionConfig {
     /// and the transport shutdown before the transport is simply dropped.
     /// Default 5 s.
     pub close_timeout: Duration,
+    /// How long a write to the transport may stay blocked (the peer reads
+    /// nothing) before the session is ended with a [`MuxError::Io`] of kind
+    /// `TimedOut`, like hashicorp/yamux's `ConnectionWriteTimeout`. Default 10 s.
+    pub write_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -134,6 +138,7 @@ impl Default for SessionConfig {
             max_open_streams: 256,
             accept_backlog: 256,
             close_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -303,7 +308,7 @@ impl Session {
             inbound_streams: AtomicUsize::new(0),
             driver_polls: AtomicU64::new(0),
         });
-        let tap = TokioAsyncReadCompatExt::compat(Tap::new(io, state.clone()));
+        let tap = TokioAsyncReadCompatExt::compat(Tap::new(io, state.clone(), config.write_timeout));
         let conn = yamux::Connection::new(tap, config.yamux_config(), mode);
         let (open_tx, open_rx) = mpsc::channel(64);
         let close_requested = CancellationToken::new();
@@ -698,32 +703,48 @@ impl AsyncWrite for MuxStream {
 /// wakes the task so that poll comes at once), so every frame queued while
 /// the driver runs leaves in one websocket message. Bytes never wait longer
 /// than one driver poll; a shutdown flushes at once.
+///
+/// Two defences against hostile peers live here too, because the `yamux`
+/// crate has neither:
+/// * when yamux answers a protocol violation (duplicate SYN, stream id of
+///   the wrong parity, window overflow, too many streams, ...) it queues a
+///   GoAway with code 1 or 2 but keeps the session running. The tap sees
+///   that GoAway go out, flushes it and then fails every read, which ends
+///   the session and closes the transport, as hashicorp/yamux does;
+/// * a write that stays blocked for [`SessionConfig::write_timeout`] (the
+///   peer reads nothing) fails, and so does every later read and write.
 struct Tap<T> {
     io: T,
     state: Arc<SessionState>,
-    header: [u8; 12],
-    header_len: usize,
-    skip: u64,
+    /// Frames read from the peer.
+    inbound: FrameTracker,
+    /// Frames written to the peer.
+    outbound: FrameTracker,
     /// Bytes written since the last flush of `io`.
     dirty: bool,
     /// The driver poll during which a flush was deferred.
     deferred_at: Option<u64>,
+    /// We sent a GoAway with this non-zero code: flush, then end.
+    terminating: Option<u32>,
+    /// The transport is unusable (write timeout, or terminated).
+    broken: Option<(io::ErrorKind, String)>,
+    write_timeout: Duration,
+    /// Running while a write or flush is blocked.
+    write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<T> Tap<T> {
-    fn new(io: T, state: Arc<SessionState>) -> Self {
-        Tap {
-            io,
-            state,
-            header: [0; 12],
-            header_len: 0,
-            skip: 0,
-            dirty: false,
-            deferred_at: None,
-        }
-    }
+/// Follows the 12-byte yamux headers in one direction of the byte stream
+/// (skipping Data bodies) and reports each GoAway's code.
+#[derive(Default)]
+struct FrameTracker {
+    header: [u8; 12],
+    header_len: usize,
+    skip: u64,
+}
 
-    fn observe(&mut self, mut data: &[u8]) {
+impl FrameTracker {
+    /// Feeds bytes; calls `on_go_away` with the code of each GoAway header.
+    fn observe(&mut self, mut data: &[u8], mut on_go_away: impl FnMut(u32)) {
         while !data.is_empty() {
             if self.skip > 0 {
                 let k = self.skip.min(data.len() as u64) as usize;
@@ -741,7 +762,7 @@ impl<T> Tap<T> {
                 let length = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
                 match h[1] {
                     0 => self.skip = u64::from(length),
-                    3 => self.state.fail(MuxError::GoAway { code: length }),
+                    3 => on_go_away(length),
                     _ => {}
                 }
             }
@@ -749,9 +770,97 @@ impl<T> Tap<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
+impl<T> Tap<T> {
+    fn new(io: T, state: Arc<SessionState>, write_timeout: Duration) -> Self {
+        Tap {
+            io,
+            state,
+            inbound: FrameTracker::default(),
+            outbound: FrameTracker::default(),
+            dirty: false,
+            deferred_at: None,
+            terminating: None,
+            broken: None,
+            write_timeout,
+            write_stall: None,
+        }
+    }
+
+    fn observe(&mut self, data: &[u8]) {
+        let state = &self.state;
+        self.inbound.observe(data, |code| state.fail(MuxError::GoAway { code }));
+    }
+
+    fn observe_written(&mut self, data: &[u8]) {
+        let mut sent = None;
+        self.outbound.observe(data, |code| sent = Some(code));
+        if let Some(code) = sent.filter(|c| *c != 0) {
+            if self.terminating.is_none() {
+                tracing::debug!(code, "yamux protocol violation by the peer; ending the session");
+                self.terminating = Some(code);
+                self.state.fail(MuxError::Other(format!(
+                    "peer violated the yamux protocol; session ended with GoAway (code {code})"
+                )));
+            }
+        }
+    }
+
+    fn broken_error(&self) -> Option<io::Error> {
+        self.broken
+            .as_ref()
+            .map(|(kind, message)| io::Error::new(*kind, message.clone()))
+    }
+
+    /// Tracks a blocked write: fails once it has been blocked for the write
+    /// timeout, and resets when a write makes progress.
+    fn on_write_poll<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.write_stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let stall = self
+                    .write_stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    let message = format!("peer has read nothing for {timeout:?}; write timed out");
+                    tracing::debug!("{message}");
+                    self.state.fail(MuxError::Io(Arc::new(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        message.clone(),
+                    ))));
+                    self.broken = Some((io::ErrorKind::TimedOut, message));
+                    return Poll::Ready(Err(self.broken_error().expect("just set")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tap<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.broken_error() {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(code) = this.terminating {
+            // Our GoAway goes out before the transport does (bounded by the
+            // write timeout), then the session ends.
+            let flushed = Pin::new(&mut this.io).poll_flush(cx);
+            match this.on_write_poll(cx, flushed) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => tracing::debug!(error = %e, "the GoAway could not be flushed"),
+                Poll::Ready(Ok(())) => {}
+            }
+            this.broken = Some((
+                io::ErrorKind::ConnectionAborted,
+                format!("yamux session ended after a protocol violation (GoAway code {code})"),
+            ));
+            return Poll::Ready(Err(this.broken_error().expect("just set")));
+        }
         let before = buf.filled().len();
         match ready!(Pin::new(&mut this.io).poll_read(cx, buf)) {
             Ok(()) => {
@@ -777,14 +886,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        if let Some(e) = this.broken_error() {
+            return Poll::Ready(Err(e));
+        }
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        let n = ready!(this.on_write_poll(cx, written))?;
         this.dirty |= n > 0;
+        this.observe_written(&buf[..n]);
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.dirty {
+        if let Some(e) = this.broken_error() {
+            return Poll::Ready(Err(e));
+        }
+        if this.dirty && this.terminating.is_none() {
             let poll = this.state.driver_polls.load(Ordering::Relaxed);
             match this.deferred_at {
                 None => {
@@ -798,14 +915,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
                 Some(_) => {}
             }
         }
-        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        ready!(this.on_write_poll(cx, flushed))?;
         this.dirty = false;
         this.deferred_at = None;
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(e) = this.broken_error() {
+            return Poll::Ready(Err(e));
+        }
+        let shut = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.on_write_poll(cx, shut)
     }
 }
 

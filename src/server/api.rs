@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
+use super::recording::Recording;
 use crate::drpc::{RequestStream, ResponseSink, RpcError};
 use crate::proto::{agent, tailnet};
 use crate::rpc::agent::AgentServer;
@@ -77,7 +78,7 @@ pub struct FakeApi {
     banners: Mutex<Vec<agent::BannerConfig>>,
     report_interval: Mutex<Duration>,
     derp_map: watch::Sender<tailnet::DerpMap>,
-    recorded: Mutex<Vec<Recorded>>,
+    recorded: Mutex<Recording<Recorded>>,
     record_events: broadcast::Sender<Recorded>,
     faults: Mutex<HashMap<String, Fault>>,
     log_limit_exceeded: Mutex<bool>,
@@ -96,7 +97,7 @@ impl FakeApi {
             banners: Mutex::new(Vec::new()),
             report_interval: Mutex::new(Duration::from_secs(30)),
             derp_map: watch::channel(derp).0,
-            recorded: Mutex::new(Vec::new()),
+            recorded: Mutex::new(Recording::default()),
             record_events,
             faults: Mutex::new(HashMap::new()),
             log_limit_exceeded: Mutex::new(false),
@@ -149,9 +150,23 @@ impl FakeApi {
         };
     }
 
-    /// Everything recorded so far, in order.
+    /// Everything recorded so far, in order: the newest
+    /// [`record_limit`](Self::set_record_limit) reports (default
+    /// [`DEFAULT_RECORD_LIMIT`](super::DEFAULT_RECORD_LIMIT)); older ones are
+    /// dropped and counted by [`recorded_dropped`](Self::recorded_dropped).
     pub fn recorded(&self) -> Vec<Recorded> {
-        lock(&self.recorded).clone()
+        lock(&self.recorded).to_vec()
+    }
+
+    /// Reports dropped from [`recorded`](Self::recorded) to stay within the limit.
+    pub fn recorded_dropped(&self) -> u64 {
+        lock(&self.recorded).dropped()
+    }
+
+    /// How many reports [`recorded`](Self::recorded) keeps; older ones are
+    /// dropped (and counted) from now on, and at once past a lower limit.
+    pub fn set_record_limit(&self, limit: usize) {
+        lock(&self.recorded).set_limit(limit);
     }
 
     /// A live feed of what is recorded from now on.
@@ -160,8 +175,10 @@ impl FakeApi {
     }
 
     fn record(&self, r: Recorded) {
-        lock(&self.recorded).push(r.clone());
-        let _ = self.record_events.send(r);
+        if self.record_events.receiver_count() > 0 {
+            let _ = self.record_events.send(r.clone());
+        }
+        lock(&self.recorded).push(r);
     }
 
     /// Applies the fault configured for `name`, if any.

@@ -8,6 +8,8 @@
 //! error texts as coderd; it is never lenient to hide a client bug.
 
 mod api;
+mod listener;
+mod recording;
 pub mod rest;
 mod rpc;
 
@@ -20,6 +22,7 @@ use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
 use tokio_util::sync::CancellationToken;
 
 pub use api::{FakeApi, FakeApiHandle, Fault, Recorded};
+pub use recording::DEFAULT_RECORD_LIMIT;
 pub use rpc::validate_version;
 
 use crate::drpc::{ApiVersion, Router};
@@ -40,6 +43,39 @@ pub struct ServerBuilder {
     manifest: Option<agent::Manifest>,
     listen: SocketAddr,
     keepalive: Option<(Duration, Duration)>,
+    limits: Limits,
+    record_limit: usize,
+}
+
+/// Limits that protect the server from slow or hostile peers. Set through
+/// [`ServerBuilder`]; the defaults suit tests and a demo coderd.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) first_stream_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_streams_per_connection: usize,
+}
+
+/// Default of [`ServerBuilder::handshake_timeout`]: 30 s (hyper's and
+/// Go's common `ReadHeaderTimeout` order of magnitude).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ServerBuilder::first_stream_timeout`]: 60 s.
+pub const DEFAULT_FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`ServerBuilder::max_connections`]: 4096 TCP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of [`ServerBuilder::max_streams_per_connection`]: 1024.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            first_stream_timeout: DEFAULT_FIRST_STREAM_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        }
+    }
 }
 
 /// How often the server pings each agent's websocket, as coderd does.
@@ -55,6 +91,8 @@ impl Default for ServerBuilder {
             manifest: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             keepalive: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
+            limits: Limits::default(),
+            record_limit: DEFAULT_RECORD_LIMIT,
         }
     }
 }
@@ -92,25 +130,74 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a client may take to send the headers of a request,
+    /// including the websocket upgrade request of the RPC endpoint; a
+    /// keep-alive connection idle for this long between requests is closed
+    /// too. Slowloris protection. Default [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long an upgraded RPC connection may stay without opening its
+    /// first yamux stream before the server closes it. Default
+    /// [`DEFAULT_FIRST_STREAM_TIMEOUT`].
+    pub fn first_stream_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.first_stream_timeout = timeout;
+        self
+    }
+
+    /// TCP connections served at once (REST and RPC together); further
+    /// connections are accepted and closed at once, without a response.
+    /// Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits.max_connections = max.max(1);
+        self
+    }
+
+    /// yamux streams one RPC connection may have open at once; streams past
+    /// the cap are refused with RST (the session lives on). Default
+    /// [`DEFAULT_MAX_STREAMS_PER_CONNECTION`].
+    pub fn max_streams_per_connection(mut self, max: usize) -> Self {
+        self.limits.max_streams_per_connection = max.max(1);
+        self
+    }
+
+    /// How many reports each recording keeps (the RPC reports of
+    /// [`FakeApi::recorded`] and each REST recording of [`rest::RestState`]);
+    /// older entries are dropped and counted ([`FakeApi::recorded_dropped`],
+    /// [`rest::RestState::dropped`]). Default [`DEFAULT_RECORD_LIMIT`].
+    pub fn record_limit(mut self, limit: usize) -> Self {
+        self.record_limit = limit;
+        self
+    }
+
     /// Binds and starts serving in the background.
     pub async fn start(self) -> std::io::Result<EmbeddedServer> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
+        api.set_record_limit(self.record_limit);
         let handle = FakeApiHandle(api.clone());
         let state = ServerState {
             inner: Arc::new(StateInner {
                 token: self.token,
                 keepalive: self.keepalive,
+                limits: self.limits,
                 max_version: Mutex::new(self.max_version),
                 upgrade_refusal: Mutex::new(None),
                 router: Router::new()
                     .with_service(AgentService::new(handle.clone()))
                     .with_service(TailnetService::new(handle)),
                 api,
-                rest: rest::RestState::default(),
+                rest: {
+                    let rest = rest::RestState::default();
+                    rest.set_record_limit(self.record_limit);
+                    rest
+                },
                 connections: Mutex::new(Vec::new()),
+                open_tcp: Arc::default(),
             }),
         };
         let app = axum::Router::new()
@@ -119,20 +206,13 @@ impl ServerBuilder {
             .fallback(not_found)
             .with_state(state.clone());
         let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        // Small DRPC replies must not wait for Nagle's algorithm (coderd's Go
-        // net/http sets TCP_NODELAY on accepted connections too).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "embedded server stopped");
-            }
-        });
+        let task = tokio::spawn(listener::serve(
+            listener,
+            app,
+            self.limits,
+            state.inner.open_tcp.clone(),
+            shutdown.clone(),
+        ));
         Ok(EmbeddedServer {
             addr,
             base_url,
@@ -200,6 +280,11 @@ impl EmbeddedServer {
         *lock(&self.state.inner.upgrade_refusal) = refusal;
     }
 
+    /// TCP connections currently held (REST and RPC, upgraded or not).
+    pub fn tcp_connections(&self) -> usize {
+        self.state.inner.open_tcp.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Agent RPC connections currently open.
     pub fn connections(&self) -> usize {
         lock(&self.state.inner.connections).len()
@@ -251,6 +336,9 @@ pub(crate) struct ServerState {
 struct StateInner {
     token: String,
     keepalive: Option<(Duration, Duration)>,
+    limits: Limits,
+    /// TCP connections held right now.
+    open_tcp: Arc<std::sync::atomic::AtomicUsize>,
     max_version: Mutex<ApiVersion>,
     upgrade_refusal: Mutex<Option<(u16, ErrorBody)>>,
     router: Router,
@@ -289,6 +377,10 @@ impl ServerState {
 
     pub(crate) fn keepalive(&self) -> Option<(Duration, Duration)> {
         self.inner.keepalive
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.inner.limits
     }
 
     pub(crate) fn router(&self) -> Router {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::recording::Recording;
 use super::{api_error, authenticate, ServerState};
 use crate::error::{Response as ErrorBody, ValidationError};
 use crate::rest::types::{PatchAppStatus, WorkspaceAgentLogSource, WorkspaceAppStatusState};
@@ -141,21 +142,37 @@ struct Identities {
     google: Option<String>,
 }
 
+/// Records dropped by each bounded REST recording (see [`RestState::dropped`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestDropped {
+    /// From [`RestState::requests`].
+    pub requests: u64,
+    /// From [`RestState::logs`].
+    pub logs: u64,
+    /// From [`RestState::app_statuses`].
+    pub app_statuses: u64,
+    /// From [`RestState::reinit_outcomes`].
+    pub reinit_outcomes: u64,
+    /// From [`RestState::identity_exchanges`].
+    pub identity_exchanges: u64,
+}
+
 /// State behind the REST endpoints: what they serve and what they recorded.
 pub struct RestState {
     git_ssh_key: Mutex<(String, String)>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<Recording<RecordedRequest>>,
     log_sources: Mutex<Vec<WorkspaceAgentLogSource>>,
-    logs: Mutex<Vec<RecordedLogs>>,
-    app_statuses: Mutex<Vec<PatchAppStatus>>,
+    logs: Mutex<Recording<RecordedLogs>>,
+    app_statuses: Mutex<Recording<PatchAppStatus>>,
     providers: Mutex<Vec<ExternalAuthProvider>>,
     providers_changed: watch::Sender<u64>,
     reinit_streams: Mutex<Vec<mpsc::Sender<ReinitializationEvent>>>,
     reinit_changed: watch::Sender<u64>,
-    reinit_outcomes: Mutex<Vec<TransmitError>>,
+    reinit_outcomes: Mutex<Recording<TransmitError>>,
     ping_interval: Mutex<Duration>,
     identities: Mutex<Identities>,
-    exchanges: Mutex<Vec<IdentityExchange>>,
+    exchanges: Mutex<Recording<IdentityExchange>>,
     exchange_tokens: Mutex<VecDeque<String>>,
 }
 
@@ -173,18 +190,18 @@ impl Default for RestState {
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nembedded-coderd-test-key\n-----END OPENSSH PRIVATE KEY-----\n"
                     .to_owned(),
             )),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(Recording::default()),
             log_sources: Mutex::new(Vec::new()),
-            logs: Mutex::new(Vec::new()),
-            app_statuses: Mutex::new(Vec::new()),
+            logs: Mutex::new(Recording::default()),
+            app_statuses: Mutex::new(Recording::default()),
             providers: Mutex::new(Vec::new()),
             providers_changed: watch::channel(0).0,
             reinit_streams: Mutex::new(Vec::new()),
             reinit_changed: watch::channel(0).0,
-            reinit_outcomes: Mutex::new(Vec::new()),
+            reinit_outcomes: Mutex::new(Recording::default()),
             ping_interval: Mutex::new(PING_INTERVAL),
             identities: Mutex::new(Identities::default()),
-            exchanges: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Recording::default()),
             exchange_tokens: Mutex::new(VecDeque::new()),
         }
     }
@@ -207,7 +224,7 @@ impl RestState {
 
     /// Every REST request received, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.requests).clone()
+        lock(&self.requests).to_vec()
     }
 
     /// The log sources created so far.
@@ -217,12 +234,12 @@ impl RestState {
 
     /// The accepted `PATCH /logs` batches.
     pub fn logs(&self) -> Vec<RecordedLogs> {
-        lock(&self.logs).clone()
+        lock(&self.logs).to_vec()
     }
 
     /// The accepted app statuses.
     pub fn app_statuses(&self) -> Vec<PatchAppStatus> {
-        lock(&self.app_statuses).clone()
+        lock(&self.app_statuses).to_vec()
     }
 
     /// Adds (or replaces, by ID) an external-auth provider.
@@ -288,7 +305,7 @@ impl RestState {
 
     /// How the finished reinit transmissions ended, oldest first.
     pub fn reinit_outcomes(&self) -> Vec<TransmitError> {
-        lock(&self.reinit_outcomes).clone()
+        lock(&self.reinit_outcomes).to_vec()
     }
 
     /// The heartbeat interval of reinit streams opened from now on (default 15 s).
@@ -318,9 +335,32 @@ impl RestState {
         lock(&self.exchange_tokens).push_back(token.into());
     }
 
+    /// How many records each REST recording dropped to stay within its
+    /// limit (see [`set_record_limit`](Self::set_record_limit)).
+    pub fn dropped(&self) -> RestDropped {
+        RestDropped {
+            requests: lock(&self.requests).dropped(),
+            logs: lock(&self.logs).dropped(),
+            app_statuses: lock(&self.app_statuses).dropped(),
+            reinit_outcomes: lock(&self.reinit_outcomes).dropped(),
+            identity_exchanges: lock(&self.exchanges).dropped(),
+        }
+    }
+
+    /// How many entries each REST recording (requests, log batches, app
+    /// statuses, reinit outcomes, identity exchanges) keeps; older ones are
+    /// dropped and counted. Default [`DEFAULT_RECORD_LIMIT`](super::DEFAULT_RECORD_LIMIT).
+    pub fn set_record_limit(&self, limit: usize) {
+        lock(&self.requests).set_limit(limit);
+        lock(&self.logs).set_limit(limit);
+        lock(&self.app_statuses).set_limit(limit);
+        lock(&self.reinit_outcomes).set_limit(limit);
+        lock(&self.exchanges).set_limit(limit);
+    }
+
     /// Every identity exchange received, oldest first.
     pub fn identity_exchanges(&self) -> Vec<IdentityExchange> {
-        lock(&self.exchanges).clone()
+        lock(&self.exchanges).to_vec()
     }
 
     fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap) {

@@ -17,9 +17,6 @@ use crate::error::{Response as ErrorBody, ValidationError};
 use crate::mux::websocket::{self, WsByteStream};
 use crate::mux::yamux::{Session, SessionConfig};
 
-/// Streams one agent connection may have open at once on the server.
-const SERVER_MAX_OPEN_STREAMS: usize = 4096;
-
 /// Query parameters of `GET /api/v2/workspaceagents/me/rpc`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RpcQuery {
@@ -152,9 +149,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Go's yamux server has no limit on open streams, only on un-accepted
-    // ones (AcceptBacklog 256); ours keeps a generous cap instead of none.
+    // ones (AcceptBacklog 256); ours keeps a configurable cap instead of
+    // none, refusing streams past it with RST.
+    let limits = state.limits();
     let config = SessionConfig {
-        max_open_streams: SERVER_MAX_OPEN_STREAMS,
+        max_open_streams: limits.max_streams_per_connection,
         ..SessionConfig::default()
     };
     let mut bytes = WsByteStream::new(ws);
@@ -174,10 +173,15 @@ where
     tracing::debug!(%version, %role, "agent rpc session started");
     let router = state.router();
     let mut drop_requests = state.api().connection_drop_requests();
+    // A peer that upgrades and then opens no stream is closed after this.
+    let first_stream = tokio::time::sleep(limits.first_stream_timeout);
+    tokio::pin!(first_stream);
+    let mut streams_seen = false;
     loop {
         tokio::select! {
             stream = incoming.accept() => {
                 let Some(stream) = stream else { break };
+                streams_seen = true;
                 let router = router.clone();
                 tokio::spawn(async move {
                     let id = stream.id();
@@ -191,6 +195,11 @@ where
                 break;
             }
             _ = connection.kicked() => {
+                session.close();
+                break;
+            }
+            _ = &mut first_stream, if !streams_seen => {
+                tracing::debug!(timeout = ?limits.first_stream_timeout, "no yamux stream opened in time; closing");
                 session.close();
                 break;
             }

@@ -1,0 +1,586 @@
+//! The embedded server facing hostile peers (issue 10 §3): each test is named
+//! after one attack, runs it against a server, checks how the server answers
+//! (closing the connection where a Go server on hashicorp/yamux would end the
+//! session at once) and then proves that the SAME server still serves a
+//! fresh, well-behaved agent (`Client` + `connect_rpc28_with_role("agent")`
+//! + `get_manifest`).
+//!
+//! Attackers are raw: a tokio `TcpStream`, a tokio-tungstenite client
+//! handshake, then hand-made websocket messages and yamux frames (12-byte
+//! header: version, type, flags u16 BE, stream id u32 BE, length u32 BE).
+//! Every wait is bounded by [`guard`] (a hang guard, not a timing assertion).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use coder_agentsdk::rpc::prelude::*;
+use coder_agentsdk::server::{EmbeddedServer, ServerBuilder};
+use coder_agentsdk::Client;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Hang guard for every await that depends on the server.
+const GUARD: Duration = Duration::from_secs(20);
+
+async fn guard<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(GUARD, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("hung for {GUARD:?}: {what}"),
+    }
+}
+
+// yamux frame types and flags.
+const DATA: u8 = 0;
+const WINDOW_UPDATE: u8 = 1;
+const PING: u8 = 2;
+const GO_AWAY: u8 = 3;
+const SYN: u16 = 1;
+const ACK: u16 = 2;
+const RST: u16 = 8;
+
+/// One yamux frame header (and body) built by hand.
+fn yamux_frame(version: u8, kind: u8, flags: u16, stream: u32, length: u32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(12 + body.len());
+    f.push(version);
+    f.push(kind);
+    f.extend_from_slice(&flags.to_be_bytes());
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(&length.to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Opens stream `id` the way Go does: a window update with SYN and no credit.
+fn syn(id: u32) -> Vec<u8> {
+    yamux_frame(0, WINDOW_UPDATE, SYN, id, 0, &[])
+}
+
+/// A data frame on stream `id`.
+fn data(id: u32, flags: u16, body: &[u8]) -> Vec<u8> {
+    yamux_frame(0, DATA, flags, id, body.len() as u32, body)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn server() -> EmbeddedServer {
+    EmbeddedServer::start().await.expect("start the embedded server")
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// A raw attacker: TCP connect plus a websocket client handshake with the
+/// agent token, nothing else.
+async fn attacker(server: &EmbeddedServer) -> Ws {
+    let tcp = TcpStream::connect(server.addr()).await.expect("connect");
+    let url = format!(
+        "ws://{}/api/v2/workspaceagents/me/rpc?version=2.8&role=agent",
+        server.addr()
+    );
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Coder-Session-Token", server.token().parse().expect("header value"));
+    let (ws, response) = guard(
+        "attacker handshake",
+        tokio_tungstenite::client_async_with_config(request, tcp, None),
+    )
+    .await
+    .expect("websocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Reads until the server ends the websocket (Close frame, EOF or reset).
+/// Returns the binary payload bytes that arrived before that. Panics (via
+/// the guard) if the server keeps the connection open.
+async fn server_ends_connection(ws: &mut Ws, what: &str) -> Vec<u8> {
+    guard(what, async {
+        let mut bytes = Vec::new();
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return bytes,
+                Some(Ok(Message::Binary(b))) => bytes.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// The yamux frames in `bytes` as (type, flags, stream id, length).
+fn frames(mut bytes: &[u8]) -> Vec<(u8, u16, u32, u32)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 12 {
+        let kind = bytes[1];
+        let flags = u16::from_be_bytes([bytes[2], bytes[3]]);
+        let id = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        let len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let body = if kind == DATA { len as usize } else { 0 };
+        out.push((kind, flags, id, len));
+        bytes = &bytes[(12 + body).min(bytes.len())..];
+    }
+    out
+}
+
+/// Sends messages, ignoring a failure because the server closed first.
+async fn send_all(ws: &mut Ws, messages: impl IntoIterator<Item = Message>) {
+    for m in messages {
+        if ws.feed(m).await.is_err() {
+            return;
+        }
+    }
+    let _ = ws.flush().await;
+}
+
+/// The proof after each attack: a fresh, well-behaved agent on the SAME
+/// server connects and gets its manifest.
+async fn fresh_agent_is_served(server: &EmbeddedServer) {
+    let client = Client::builder(server.url().as_str())
+        .token(server.token())
+        .build()
+        .expect("client");
+    let manifest = guard("fresh agent", async {
+        let (agent, _tailnet) = client.connect_rpc28_with_role("agent").await.expect("connect");
+        agent.get_manifest(Default::default()).await.expect("get_manifest")
+    })
+    .await;
+    assert_eq!(manifest.agent_name, "main");
+}
+
+/// Waits until the server has forgotten every attacker connection.
+async fn server_forgets_connections(server: &EmbeddedServer) {
+    guard("server drops the connection from its table", async {
+        while server.connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Websocket-level attacks
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn random_binary_websocket_messages_end_the_session_and_close_the_connection() {
+    let server = server().await;
+    for seed in 1..=8u64 {
+        let mut ws = attacker(&server).await;
+        let junk: Vec<Message> = (0..64)
+            .map(|i| Message::Binary(Bytes::from(random_bytes(seed * 1000 + i, 1 + (i as usize * 97) % 4096))))
+            .collect();
+        send_all(&mut ws, junk).await;
+        server_ends_connection(&mut ws, "server closes after random bytes").await;
+    }
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn websocket_text_message_ends_the_session_and_closes_the_connection() {
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    send_all(&mut ws, [Message::text("hello coderd")]).await;
+    server_ends_connection(&mut ws, "server closes after a text message").await;
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn websocket_ping_flood_is_survived_and_the_peer_is_not_stuck() {
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    // 20,000 pings, written without reading a single pong.
+    let payload = Bytes::from(vec![7u8; 125]);
+    guard("ping flood written", async {
+        for _ in 0..20_000 {
+            if ws.feed(Message::Ping(payload.clone())).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws.flush().await;
+    })
+    .await;
+    fresh_agent_is_served(&server).await;
+    drop(ws);
+    server_forgets_connections(&server).await;
+}
+
+// ---------------------------------------------------------------------------
+// yamux-level attacks
+// ---------------------------------------------------------------------------
+
+/// Sends `frames` (one websocket message each), expects the server to end
+/// the session and close the connection, and returns what it sent first.
+async fn yamux_attack_closes(frames: Vec<Vec<u8>>, what: &str) -> Vec<u8> {
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    send_all(&mut ws, frames.into_iter().map(|f| Message::Binary(Bytes::from(f)))).await;
+    let sent = server_ends_connection(&mut ws, what).await;
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+    sent
+}
+
+/// True if the server sent a GoAway with a protocol-error code (1).
+fn sent_protocol_error(bytes: &[u8]) -> bool {
+    frames(bytes)
+        .iter()
+        .any(|&(kind, _, _, code)| kind == GO_AWAY && code == 1)
+}
+
+#[tokio::test]
+async fn yamux_bad_version_ends_the_session() {
+    yamux_attack_closes(vec![yamux_frame(1, PING, SYN, 0, 1, &[])], "bad version").await;
+}
+
+#[tokio::test]
+async fn yamux_bad_type_ends_the_session() {
+    yamux_attack_closes(vec![yamux_frame(0, 9, SYN, 0, 1, &[])], "bad type").await;
+}
+
+#[tokio::test]
+async fn yamux_length_0xffffffff_ends_the_session() {
+    yamux_attack_closes(
+        vec![yamux_frame(0, DATA, SYN, 1, u32::MAX, &[0; 64])],
+        "data frame announcing 4 GiB",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn yamux_duplicate_syn_ends_the_session_with_go_away_protocol_error() {
+    let sent = yamux_attack_closes(vec![syn(1), syn(1)], "duplicate SYN").await;
+    assert!(
+        sent_protocol_error(&sent),
+        "GoAway(1) before closing: {:?}",
+        frames(&sent)
+    );
+}
+
+#[tokio::test]
+async fn yamux_even_stream_id_from_client_ends_the_session_with_go_away_protocol_error() {
+    let sent = yamux_attack_closes(vec![syn(2)], "even stream id").await;
+    assert!(
+        sent_protocol_error(&sent),
+        "GoAway(1) before closing: {:?}",
+        frames(&sent)
+    );
+}
+
+#[tokio::test]
+async fn yamux_window_update_of_2_pow_32_minus_1_ends_the_session() {
+    let sent = yamux_attack_closes(
+        vec![syn(1), yamux_frame(0, WINDOW_UPDATE, 0, 1, u32::MAX, &[])],
+        "window update overflowing the send window",
+    )
+    .await;
+    assert!(
+        sent_protocol_error(&sent),
+        "GoAway(1) before closing: {:?}",
+        frames(&sent)
+    );
+}
+
+#[tokio::test]
+async fn yamux_window_update_of_2_pow_32_minus_1_with_syn_ends_the_session() {
+    let sent = yamux_attack_closes(
+        vec![yamux_frame(0, WINDOW_UPDATE, SYN, 1, u32::MAX, &[])],
+        "SYN with a credit overflowing the window",
+    )
+    .await;
+    assert!(
+        sent_protocol_error(&sent),
+        "GoAway(1) before closing: {:?}",
+        frames(&sent)
+    );
+}
+
+#[tokio::test]
+async fn yamux_data_beyond_the_stream_window_ends_the_session() {
+    let sent = yamux_attack_closes(
+        vec![data(1, SYN, &vec![0u8; 256 * 1024 + 1])],
+        "first data frame over the 256 KiB window",
+    )
+    .await;
+    assert!(
+        sent_protocol_error(&sent),
+        "GoAway(1) before closing: {:?}",
+        frames(&sent)
+    );
+}
+
+#[tokio::test]
+async fn yamux_traffic_after_go_away_ends_the_session() {
+    // The peer says GoAway (normal) and keeps talking; the server ends the
+    // session at the GoAway, so the later frames reach nobody.
+    yamux_attack_closes(
+        vec![
+            yamux_frame(0, GO_AWAY, 0, 0, 0, &[]),
+            syn(1),
+            data(1, 0, b"after goaway"),
+        ],
+        "traffic after GoAway",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn yamux_data_on_a_stream_never_opened_is_ignored_and_the_session_lives_on() {
+    // hashicorp/yamux only logs a frame for a missing stream; so do we. The
+    // session must still answer a ping afterwards.
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    send_all(
+        &mut ws,
+        [
+            Message::Binary(Bytes::from(data(7, 0, b"who are you"))),
+            Message::Binary(Bytes::from(yamux_frame(0, PING, SYN, 0, 0x5eed, &[]))),
+        ],
+    )
+    .await;
+    let pong = guard("ping answered after data on an unknown stream", async {
+        let mut bytes = Vec::new();
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    bytes.extend_from_slice(&b);
+                    if let Some(f) = frames(&bytes).into_iter().find(|f| f.0 == PING && f.1 & ACK != 0) {
+                        return f;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(pong, (PING, ACK, 0, 0x5eed));
+    drop(ws);
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn yamux_ping_flood_from_a_peer_that_never_reads_is_cut_after_the_write_timeout() {
+    // Pings make the server write as much as the peer sends; a peer that
+    // never reads fills both socket buffers, the server's writes block and
+    // after the write timeout (10 s, hashicorp's ConnectionWriteTimeout) the
+    // server ends the session, so the attacker's own writes fail.
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    let batch: Vec<u8> = (0..1000u32)
+        .flat_map(|i| yamux_frame(0, PING, SYN, 0, i, &[]))
+        .collect();
+    let batch = Bytes::from(batch);
+    let cut = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..10_000 {
+            if ws.send(Message::Binary(batch.clone())).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the attacker's writes are not stuck for 60 s");
+    assert!(cut, "the server ended the session of a peer that never reads");
+    drop(ws);
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn yamux_ten_thousand_idle_streams_are_refused_with_rst_past_the_cap() {
+    let server = server().await;
+    let ws = attacker(&server).await;
+    let (mut sink, mut stream) = ws.split();
+    // Count RSTs from the server while the attacker writes.
+    let reader = tokio::spawn(async move {
+        let mut rst = 0usize;
+        let mut buf = Vec::new();
+        while let Some(Ok(m)) = stream.next().await {
+            if let Message::Binary(b) = m {
+                buf.extend_from_slice(&b);
+                while buf.len() >= 12 {
+                    let len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+                    let body = if buf[1] == DATA { len } else { 0 };
+                    if buf.len() < 12 + body {
+                        break;
+                    }
+                    if u16::from_be_bytes([buf[2], buf[3]]) & RST != 0 {
+                        rst += 1;
+                    }
+                    buf.drain(..12 + body);
+                }
+            }
+        }
+        rst
+    });
+    guard("10,000 SYNs written", async {
+        for i in 0..10_000u32 {
+            if sink.feed(Message::Binary(Bytes::from(syn(2 * i + 1)))).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.flush().await;
+    })
+    .await;
+    fresh_agent_is_served(&server).await;
+    let _ = sink.close().await;
+    let rst = guard("attacker reader ends", reader).await.unwrap();
+    assert!(rst > 0, "streams past the cap are refused with RST");
+    server_forgets_connections(&server).await;
+}
+
+#[tokio::test]
+async fn yamux_streams_past_a_configured_cap_of_8_are_each_refused_with_rst() {
+    let server = ServerBuilder::default()
+        .max_streams_per_connection(8)
+        .start()
+        .await
+        .unwrap();
+    let mut ws = attacker(&server).await;
+    send_all(
+        &mut ws,
+        (0..20u32).map(|i| Message::Binary(Bytes::from(syn(2 * i + 1)))),
+    )
+    .await;
+    let refused = guard("12 RSTs", async {
+        let mut bytes = Vec::new();
+        loop {
+            let rst: Vec<u32> = frames(&bytes)
+                .into_iter()
+                .filter(|f| f.1 & RST != 0)
+                .map(|f| f.2)
+                .collect();
+            if rst.len() >= 12 {
+                return rst;
+            }
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => bytes.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let expected: Vec<u32> = (8..20u32).map(|i| 2 * i + 1).collect();
+    assert_eq!(refused, expected, "the streams past the cap, and only those");
+    // The session lives on: the fresh agent is another connection, and this
+    // one still answers a ping.
+    fresh_agent_is_served(&server).await;
+    send_all(
+        &mut ws,
+        [Message::Binary(Bytes::from(yamux_frame(0, PING, SYN, 0, 9, &[])))],
+    )
+    .await;
+    guard("ping answered", async {
+        let mut bytes = Vec::new();
+        while !frames(&bytes).iter().any(|f| f.0 == PING && f.1 & ACK != 0 && f.3 == 9) {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => bytes.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Slowloris
+// ---------------------------------------------------------------------------
+
+/// Reads a raw TCP connection until the server closes it; returns what it sent.
+async fn tcp_closed_by_server(tcp: &mut TcpStream, what: &str) -> Vec<u8> {
+    guard(what, async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn slowloris_upgrade_request_never_finished_is_closed_after_the_handshake_timeout() {
+    let server = ServerBuilder::default()
+        .handshake_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+    tcp.write_all(b"GET /api/v2/workspaceagents/me/rpc?version=2.8 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    // ... and never the rest of the headers.
+    tcp_closed_by_server(&mut tcp, "half-sent upgrade request closed").await;
+    // A peer that connects and sends nothing at all is closed too.
+    let mut silent = TcpStream::connect(server.addr()).await.unwrap();
+    tcp_closed_by_server(&mut silent, "silent connection closed").await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn slowloris_upgraded_peer_that_never_opens_a_stream_is_closed_after_the_idle_timeout() {
+    let server = ServerBuilder::default()
+        .first_stream_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let mut ws = attacker(&server).await;
+    server_ends_connection(&mut ws, "idle upgraded connection closed").await;
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn slowloris_connections_past_the_cap_are_closed_at_once_and_slots_come_back() {
+    let server = ServerBuilder::default().max_connections(4).start().await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    guard("4 connections held", async {
+        while server.tcp_connections() < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut fifth = TcpStream::connect(server.addr()).await.unwrap();
+    let _ = fifth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = tcp_closed_by_server(&mut fifth, "fifth connection closed").await;
+    assert!(
+        answer.is_empty(),
+        "closed without a response: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(held);
+    guard("slots given back", async {
+        while server.tcp_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    fresh_agent_is_served(&server).await;
+}
