@@ -12,9 +12,11 @@ pub mod proto;
 pub mod rest;
 pub mod rpc;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod sse;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 mod tls;
 pub mod types;

@@ -494,6 +494,7 @@ impl Backoff {
 }
 
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use transmit::{ReinitTransmitter, TransmitDone, TransmitError};
 
 #[cfg(feature = "server")]

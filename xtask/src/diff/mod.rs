@@ -15,6 +15,15 @@
 //!
 //! The version the crate needs follows from the worst of both (see [`Level`]
 //! and [`required_version`]).
+//!
+//! The Rust column was checked against cargo-semver-checks 0.51 on the
+//! generated code (one spec edit of each kind, `--baseline-rev` the commit
+//! before): a new proto field or a new response property →
+//! `constructible_struct_adds_field`; a new proto or OpenAPI enum value →
+//! `enum_variant_added`; a new optional query parameter →
+//! `method_parameter_count_changed`; a new newest API version →
+//! `trait_added_supertrait` on `LatestClient` (the alias moved); a new RPC,
+//! message or schema and a renumbered field → no lint (additive / none).
 
 pub mod openapi;
 pub mod proto;
