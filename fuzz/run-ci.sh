@@ -15,7 +15,9 @@
 # (tests/fuzz_corpus.rs) replays it on stable.
 #
 # Environment: FUZZ_TARGET_DIR (build dir, default fuzz/target),
-# FUZZ_CORPUS_DIR (working corpus, default fuzz/corpus; not committed).
+# FUZZ_CORPUS_DIR (working corpus, default fuzz/corpus; not committed),
+# FUZZ_MAX_LEN (largest input libFuzzer generates; default: its own choice,
+# from the seeds, up to 4096 bytes).
 set -u
 cd "$(dirname "$0")"
 
@@ -28,6 +30,7 @@ target_dir=${FUZZ_TARGET_DIR:-$PWD/target}
 corpus_dir=${FUZZ_CORPUS_DIR:-$PWD/corpus}
 seconds=${FUZZ_SECONDS:-20}
 runs=${FUZZ_RUNS:-}
+max_len=${FUZZ_MAX_LEN:-}
 
 # No sanitizer (the crate forbids unsafe code; coverage-guided search and
 # panics are what we are after), with debug assertions (overflow checks).
@@ -52,6 +55,7 @@ if [ -n "$runs" ]; then
 else
     limit=(-max_total_time="$seconds")
 fi
+[ -n "$max_len" ] && limit+=(-max_len="$max_len")
 
 failed=0
 for t in "${targets[@]}"; do
