@@ -268,6 +268,10 @@ fn ws_read_all(role_server: bool, chunks: &[&[u8]], read_size: usize) -> (Vec<u8
         } else {
             (Role::Client, websocket::client_config())
         };
+        // The production limits, with a small read buffer (tungstenite's
+        // default is 128 KiB): it only sets how much one transport read
+        // asks for, which the chunking varies anyway, and keeps runs fast.
+        let config = config.read_buffer_size(4096);
         let ws = WebSocketStream::from_raw_socket(ChunkIo::new(chunks), role, Some(config)).await;
         let mut stream = WsByteStream::new(ws);
         let mut out = Vec::new();
@@ -380,7 +384,10 @@ pub fn yamux_session(data: &[u8]) {
         MuxError::GoAway { code } => {
             assert!(goaways.contains(code), "GoAway {code} reported, input has {goaways:?}");
         }
-        other => assert!(!first_is_goaway, "first frame is a GoAway but session reports {other:?}"),
+        other => assert!(
+            !first_is_goaway,
+            "first frame is a GoAway but session reports {other:?}"
+        ),
     }
     // The reason is printable and convertible.
     let _ = reason.to_string();
@@ -477,7 +484,10 @@ pub fn api_error(data: &[u8]) {
     assert!(!err.response.message.is_empty());
     assert_eq!(err.helper.is_some(), status == 401);
     let shown = err.url.as_deref().unwrap_or_default();
-    assert!(!shown.contains("hunter2pw") && !shown.contains("s3cr3tvalue"), "secret in {shown}");
+    assert!(
+        !shown.contains("hunter2pw") && !shown.contains("s3cr3tvalue"),
+        "secret in {shown}"
+    );
     let _ = err.to_string();
     let _ = err.validation("version");
     let wrapped = Error::from(err);
@@ -560,7 +570,10 @@ pub fn settings(data: &[u8]) {
         field(3),
         field(4),
     );
-    let minor = field(5).map_or(0, |f| f.bytes().fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(u16::from(b))));
+    let minor = field(5).map_or(0, |f| {
+        f.bytes()
+            .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(u16::from(b)))
+    });
 
     let method = match AuthMethod::from_str(auth) {
         Ok(m) => {
