@@ -194,6 +194,36 @@ async fn random_binary_websocket_messages_end_the_session_and_close_the_connecti
 }
 
 #[tokio::test]
+async fn random_bytes_behind_a_plausible_yamux_header_end_the_session_and_close_the_connection() {
+    // Version 0 and a valid type in front of random bytes: the header parses,
+    // so the session gets as far as yamux's protocol checks (stream ids,
+    // windows, unexpected pongs) before the garbage ends it.
+    let server = server().await;
+    for seed in 1..=24u64 {
+        let mut ws = attacker(&server).await;
+        let mut first = random_bytes(seed, 4096);
+        first[0] = 0;
+        first[1] = (seed % 3) as u8;
+        let mut junk = vec![Message::Binary(Bytes::from(first))];
+        junk.extend((0..16).map(|i| Message::Binary(Bytes::from(random_bytes(seed * 7919 + i, 2048)))));
+        send_all(&mut ws, junk).await;
+        server_ends_connection(&mut ws, "server closes after random bytes behind a valid header").await;
+    }
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn websocket_message_over_4_mib_ends_the_session_and_closes_the_connection() {
+    let server = server().await;
+    let mut ws = attacker(&server).await;
+    send_all(&mut ws, [Message::Binary(Bytes::from(vec![0u8; (4 << 20) + 1]))]).await;
+    server_ends_connection(&mut ws, "server closes after an oversized message").await;
+    server_forgets_connections(&server).await;
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
 async fn websocket_text_message_ends_the_session_and_closes_the_connection() {
     let server = server().await;
     let mut ws = attacker(&server).await;
