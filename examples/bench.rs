@@ -35,7 +35,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str =
     "usage: bench [--url URL --token TOKEN] [--case NAME] [-c CONCURRENCY] [-n CALLS] [--payload BYTES] [--no-floor]
-cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls";
+cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls
+       server_rss_after_calls (embedded server only; -n total calls, default 2,000,000)";
 
 /// Command line options.
 #[derive(Debug, Default)]
@@ -443,6 +444,66 @@ async fn rss_after_calls(target: &Target, first: usize, total: usize) -> Value {
     })
 }
 
+/// `server_rss_after_calls`: does the embedded server keep anything per call?
+///
+/// Method: the server runs in this process and the calling agent in a child
+/// process (this same binary with `--url/--token --case update_stats -c 32
+/// --no-floor`), so the RSS read here is the server's; the rest of this
+/// process (the bench's own idle connection and the idle echo server) does not
+/// change during the run. The first child makes `first` UpdateStats calls
+/// (plus its warm-up) on one connection; RSS is read; a second child makes the
+/// remaining `total - first` on a new connection; RSS is read again. Both
+/// connections are closed when their child exits. `growth_kib` is the second
+/// figure minus the first (target: within 2 MiB).
+async fn server_rss_after_calls(target: &Target, first: usize, total: usize) -> Value {
+    let Some(server) = &target.embedded else {
+        return json!({"case": "server_rss_after_calls", "error": "needs the embedded server (run without --url)"});
+    };
+    let (url, token) = (server.url().to_string(), server.token().to_owned());
+    let child = |calls: usize| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let exe = std::env::current_exe().expect("own executable");
+            let out = tokio::process::Command::new(exe)
+                .args(["--url", &url, "--token", &token, "--case", "update_stats", "-c", "32"])
+                .args(["-n", &calls.to_string(), "--no-floor"])
+                .output()
+                .await
+                .expect("run the client child");
+            let line: Value = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .unwrap_or_else(|| json!({"errors": calls, "stderr": String::from_utf8_lossy(&out.stderr)}));
+            line
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_start = rss_kib();
+    let a = child(first).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_first = rss_kib();
+    let b = child(total.saturating_sub(first)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_total = rss_kib();
+    json!({
+        "case": "server_rss_after_calls",
+        "rpc": "UpdateStats",
+        "concurrency": 32,
+        "calls": total,
+        "first_calls": first,
+        "errors": a["errors"].as_u64().unwrap_or(0) + b["errors"].as_u64().unwrap_or(0),
+        "calls_per_s": [a["calls_per_s"].clone(), b["calls_per_s"].clone()],
+        "server_rss_start_kib": rss_start,
+        "server_rss_after_first_kib": rss_first,
+        "server_rss_after_all_kib": rss_total,
+        "growth_kib": rss_total as i64 - rss_first as i64,
+        "recorded_kept": server.api().recorded().len(),
+        "recorded_dropped": server.api().recorded_dropped(),
+        "open_connections": server.connections(),
+        "method": "server in this process, client in a child process",
+    })
+}
+
 // ---------------------------------------------------------------------------
 
 /// The default plan: (case, concurrency, calls). Memory first, so that what
@@ -472,6 +533,7 @@ async fn run_case(
         "ws_echo" => echo_case(target, concurrency, calls, payload).await,
         "rss_per_connection" => rss_per_connection(target, calls).await,
         "rss_after_calls" => rss_after_calls(target, 1_000.min(calls), calls).await,
+        "server_rss_after_calls" => server_rss_after_calls(target, 100_000.min(calls), calls).await,
         other => return Err(format!("unknown case {other:?}\n{USAGE}")),
     })
 }

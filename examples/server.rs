@@ -6,7 +6,12 @@
 //! ```
 //!
 //! Options: `--listen ADDR` (default 127.0.0.1:0), `--token TOKEN` (default: a
-//! random UUID, printed), `--max-version MAJOR.MINOR` (default: the newest).
+//! random UUID, printed), `--max-version MAJOR.MINOR` (default: the newest),
+//! and the limits that protect it from hostile or slow peers:
+//! `--max-connections N`, `--max-streams N` (per RPC connection),
+//! `--handshake-timeout SECS`, `--first-stream-timeout SECS` and
+//! `--record-limit N` (reports kept per recording; older ones are dropped and
+//! counted, so a long run keeps nothing per call).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,7 +20,10 @@ use coder_agentsdk::drpc::ApiVersion;
 use coder_agentsdk::server::EmbeddedServer;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR]");
+    eprintln!(
+        "usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR] [--max-connections N]
+              [--max-streams N] [--handshake-timeout SECS] [--first-stream-timeout SECS] [--record-limit N]"
+    );
     ExitCode::from(2)
 }
 
@@ -34,6 +42,32 @@ async fn main() -> ExitCode {
                 }
             },
             "--token" => builder.token(value),
+            "--max-connections" | "--max-streams" | "--record-limit" => {
+                let Ok(n) = value.parse::<usize>() else {
+                    eprintln!("{flag} {value}: not a number");
+                    return usage();
+                };
+                match flag.as_str() {
+                    "--max-connections" => builder.max_connections(n),
+                    "--max-streams" => builder.max_streams_per_connection(n),
+                    _ => builder.record_limit(n),
+                }
+            }
+            "--handshake-timeout" | "--first-stream-timeout" => {
+                let Ok(secs) = value.parse::<f64>() else {
+                    eprintln!("{flag} {value}: not a number of seconds");
+                    return usage();
+                };
+                let Ok(timeout) = std::time::Duration::try_from_secs_f64(secs) else {
+                    eprintln!("{flag} {value}: not a valid duration");
+                    return usage();
+                };
+                if flag == "--handshake-timeout" {
+                    builder.handshake_timeout(timeout)
+                } else {
+                    builder.first_stream_timeout(timeout)
+                }
+            }
             "--max-version" => match value.parse::<ApiVersion>() {
                 Ok(v) => builder.max_version(v),
                 Err(e) => {

@@ -396,6 +396,38 @@ pub(crate) fn routes() -> axum::Router<ServerState> {
 /// An answer that ends a handler early.
 type Reply = Box<Response<Body>>;
 
+/// A request body read whole (up to axum's default limit of 2 MB). Unlike
+/// axum's `Bytes` extractor, whose refusals are plain text (a body over the
+/// limit gets `413` with "length limit exceeded"), it refuses with the
+/// codersdk JSON error every other failure carries.
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = Response<Body>;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(body) => Ok(RawBody(body)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "Request body is too large."
+                } else {
+                    "Failed to read the request body."
+                };
+                Err(api_error(
+                    status,
+                    ErrorBody {
+                        message: message.to_owned(),
+                        detail: rejection.body_text(),
+                        ..ErrorBody::default()
+                    },
+                ))
+            }
+        }
+    }
+}
+
 /// A JSON answer as coderd's `httpapi.Write` writes it (compact, newline).
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
@@ -420,7 +452,48 @@ fn bad_request(message: &str, detail: String) -> Response<Body> {
 
 /// coderd's `httpapi.Read`: a body that is not valid JSON for the type is 400.
 fn read<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    if nesting_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(Box::new(bad_request(
+            "Request body must be valid JSON.",
+            format!("exceeded max depth of {MAX_JSON_DEPTH} nested arrays and objects"),
+        )));
+    }
     serde_json::from_slice(body).map_err(|e| Box::new(bad_request("Request body must be valid JSON.", e.to_string())))
+}
+
+/// Go's `encoding/json` refuses documents nested deeper than 10,000 arrays
+/// and objects, wherever they are (unknown fields too). serde_json stops at
+/// 128 levels in the values it builds but skips an unknown field's value
+/// whatever its depth, so the limit is checked here first.
+const MAX_JSON_DEPTH: usize = 10_000;
+
+/// True if `body` opens more than `max` arrays and objects at once (bytes
+/// inside strings do not count). A linear scan with no recursion.
+fn nesting_exceeds(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// coderd's `validate:"required"` failures.
@@ -510,7 +583,7 @@ async fn patch_logs(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response<Body> {
     let req: PatchLogsBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
@@ -564,7 +637,7 @@ async fn patch_app_status(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response<Body> {
     let req: AppStatusBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
@@ -610,7 +683,7 @@ async fn post_log_source(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response<Body> {
     let req: LogSourceBody = match admit_json(&state, &method, &uri, &headers, &body) {
         Ok(r) => r,
@@ -775,15 +848,23 @@ struct IdentityBody {
     agent_name: Option<String>,
 }
 
-async fn aws_identity(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn aws_identity(State(state): State<ServerState>, headers: HeaderMap, RawBody(body): RawBody) -> Response<Body> {
     exchange(state, Cloud::Aws, headers, body)
 }
 
-async fn azure_identity(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn azure_identity(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response<Body> {
     exchange(state, Cloud::Azure, headers, body)
 }
 
-async fn google_identity(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn google_identity(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response<Body> {
     exchange(state, Cloud::Google, headers, body)
 }
 
@@ -856,4 +937,18 @@ fn exchange(state: ServerState, cloud: Cloud, headers: HeaderMap, body: Bytes) -
         .pop_front()
         .unwrap_or_else(|| state.token().to_owned());
     json(StatusCode::OK, &serde_json::json!({ "session_token": token }))
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::nesting_exceeds;
+
+    #[test]
+    fn nesting_depth_counts_arrays_and_objects_but_not_brackets_in_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[[1]]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[[[1]]]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a":"[[[[[[\"[[[["}"#, 1));
+        assert!(!nesting_exceeds(b"[][][][][]", 1));
+        assert!(nesting_exceeds(&b"[".repeat(100_000), 10_000));
+    }
 }

@@ -26,32 +26,40 @@ pub(crate) struct RpcQuery {
 
 /// Checks a requested version against the newest the server supports, with
 /// the error texts of coderd's `apiversion` package.
+///
+/// Numbers are read as Go's `strconv.Atoi` reads them (64-bit, optional
+/// sign), so the answers match coderd's: `-1.0` is "no longer supported",
+/// `70000.0` is "behind requested major version", a number past 64 bits is
+/// "invalid major version". coderd accepts a negative minor of the current
+/// major (`2.-1`); so does this, as minor 0.
 pub fn validate_version(requested: &str, supported: ApiVersion) -> Result<ApiVersion, String> {
     let parts: Vec<&str> = requested.split('.').collect();
     let [major, minor] = parts.as_slice() else {
         return Err(format!("invalid version string: {requested}"));
     };
-    let major: u16 = major
+    let major: i64 = major
         .parse()
         .map_err(|_| format!("invalid major version: {requested}"))?;
-    let minor: u16 = minor
+    let minor: i64 = minor
         .parse()
         .map_err(|_| format!("invalid minor version: {requested}"))?;
-    let version = ApiVersion::new(major, minor);
-    if version.major > supported.major {
+    if major > i64::from(supported.major) {
         return Err(format!(
             "server is at version {supported}, behind requested major version {requested}"
         ));
     }
-    if version.major < supported.major {
+    if major < i64::from(supported.major) {
         return Err(format!("version {requested} is no longer supported"));
     }
-    if version.minor > supported.minor {
+    if minor > i64::from(supported.minor) {
         return Err(format!(
             "server is at version {supported}, behind requested minor version {requested}"
         ));
     }
-    Ok(version)
+    // In range now: major equals the supported major, minor is at most the
+    // supported minor.
+    let minor = u16::try_from(minor).unwrap_or(0);
+    Ok(ApiVersion::new(supported.major, minor))
 }
 
 pub(crate) async fn handle(
@@ -62,8 +70,9 @@ pub(crate) async fn handle(
     if let Err(response) = authenticate(&state, request.headers(), request.uri()) {
         return *response;
     }
-    // coderd treats a missing version as 2.0.
-    let requested = query.version.as_deref().unwrap_or("2.0");
+    // coderd treats a missing or empty version as 2.0 (Go's `Query().Get`
+    // cannot tell them apart).
+    let requested = query.version.as_deref().filter(|v| !v.is_empty()).unwrap_or("2.0");
     let version = match validate_version(requested, state.max_version()) {
         Ok(v) => v,
         Err(detail) => {
@@ -242,5 +251,26 @@ mod tests {
             validate_version("2.dogs", v28).unwrap_err(),
             "invalid minor version: 2.dogs"
         );
+        // Go's strconv.Atoi semantics: 64-bit, signed.
+        assert_eq!(
+            validate_version("-1.0", v28).unwrap_err(),
+            "version -1.0 is no longer supported"
+        );
+        assert_eq!(
+            validate_version("70000.0", v28).unwrap_err(),
+            "server is at version 2.8, behind requested major version 70000.0"
+        );
+        assert_eq!(
+            validate_version("99999999999999999999.1", v28).unwrap_err(),
+            "invalid major version: 99999999999999999999.1"
+        );
+        assert_eq!(
+            validate_version("2.8.1", v28).unwrap_err(),
+            "invalid version string: 2.8.1"
+        );
+        assert_eq!(validate_version("2.x", v28).unwrap_err(), "invalid minor version: 2.x");
+        assert_eq!(validate_version("", v28).unwrap_err(), "invalid version string: ");
+        assert_eq!(validate_version("+2.8", v28), Ok(v28));
+        assert_eq!(validate_version("2.-1", v28), Ok(ApiVersion::new(2, 0)));
     }
 }
