@@ -13,9 +13,15 @@
 //! with the same request and reply payload sizes and the same number of
 //! messages in flight, and `ratio_to_floor` = RPC calls/s ÷ floor messages/s.
 //! `rss_per_connection` opens 100 connections; `rss_after_calls` compares the
-//! process RSS after 1,000 and after 100,000 calls on one connection. With
-//! the embedded server (the default) RSS includes the server, which runs in
-//! this process.
+//! process RSS after `--first` (default 100,000) and after `-n` (default
+//! 1,000,000; the issue's figure is `-n 10000000`) GetManifest calls on one
+//! connection; `rss_cancel_streams` does the same for server streams
+//! (StreamDerpMaps) opened, read once and cancelled (default 1,000,000).
+//! The memory cases record no per-call figures (a latency per call would be
+//! 16 bytes of the measurement's own growth). With the embedded server (the
+//! default) RSS includes the server, which runs in this process: to measure
+//! the client alone, run `cargo run --release --example server` and pass
+//! `--url`/`--token`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -35,7 +41,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str =
     "usage: bench [--url URL --token TOKEN] [--case NAME] [-c CONCURRENCY] [-n CALLS] [--payload BYTES] [--no-floor]
-cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls";
+cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls rss_cancel_streams
+memory cases: [--first N] calls/streams before the first RSS reading (default 100000)";
 
 /// Command line options.
 #[derive(Debug, Default)]
@@ -47,6 +54,7 @@ struct Args {
     calls: Option<usize>,
     payload: Option<usize>,
     no_floor: bool,
+    first: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
             "-n" | "--calls" => args.calls = Some(number(&value()?)?),
             "--payload" => args.payload = Some(number(&value()?)?),
             "--no-floor" => args.no_floor = true,
+            "--first" => args.first = Some(number(&value()?)?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -259,6 +268,16 @@ impl Target {
     async fn agent(&self) -> Agent28 {
         self.client.connect_rpc28().await.expect("connect").0
     }
+
+    async fn connection(&self) -> (coder_agentsdk::rpc::Connection, Agent28) {
+        let conn = self
+            .client
+            .connect_rpc_version(coder_agentsdk::drpc::ApiVersion::new(2, 8), None)
+            .await
+            .expect("connect");
+        let agent = Agent28::new(conn.transport());
+        (conn, agent)
+    }
 }
 
 fn stats_request() -> agent::UpdateStatsRequest {
@@ -416,31 +435,101 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
     })
 }
 
-async fn rss_after_calls(target: &Target, first: usize, total: usize) -> Value {
-    let agent = target.agent().await;
-    let call = |agent: Agent28| {
-        move |_| {
-            let agent = agent.clone();
-            async move { agent.get_manifest(Default::default()).await.is_ok() }
-        }
-    };
-    let a = drive(32, first, call(agent.clone())).await;
+/// Runs `calls` calls of `call` with `concurrency` in flight, keeping no
+/// per-call record; returns the number of failed calls.
+async fn drive_counting<F, Fut>(concurrency: usize, calls: usize, call: F) -> usize
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let call = call.clone();
+        let share = calls / concurrency + usize::from(w < calls % concurrency);
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            for _ in 0..share {
+                if !call().await {
+                    errors += 1;
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.expect("worker panicked");
+    }
+    errors
+}
+
+/// RSS after `first` and after `total` runs of `call` on one connection.
+async fn rss_between<F, Fut>(case: &str, target: &Target, concurrency: usize, first: usize, total: usize, call: F) -> Value
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let first = first.min(total);
+    let start = Instant::now();
+    let errors_first = drive_counting(concurrency, first, call.clone()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_first = rss_kib();
-    let b = drive(32, total - first, call(agent.clone())).await;
+    let errors_rest = drive_counting(concurrency, total - first, call).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_total = rss_kib();
+    let growth = rss_total as i64 - rss_first as i64;
     json!({
-        "case": "rss_after_calls",
-        "concurrency": 32,
+        "case": case,
+        "concurrency": concurrency,
         "calls": total,
-        "errors": a.errors + b.errors,
-        "rss_after_first_kib": rss_first,
+        "errors": errors_first + errors_rest,
         "first_calls": first,
+        "rss_after_first_kib": rss_first,
         "rss_after_all_kib": rss_total,
-        "growth_kib": rss_total as i64 - rss_first as i64,
+        "growth_kib": growth,
+        "growth_bytes_per_call_after_first": round(growth as f64 * 1024.0 / (total - first).max(1) as f64),
+        "within_1_mib": growth <= 1024,
+        "calls_per_s": round(total as f64 / start.elapsed().as_secs_f64()),
         "includes_embedded_server": target.embedded.is_some(),
     })
+}
+
+async fn rss_after_calls(target: &Target, concurrency: usize, first: usize, total: usize) -> Value {
+    let (conn, agent) = target.connection().await;
+    let call = move || {
+        let agent = agent.clone();
+        async move { agent.get_manifest(Default::default()).await.is_ok() }
+    };
+    let mut line = rss_between("rss_after_calls", target, concurrency, first, total, call).await;
+    line["open_streams_after"] = json!(conn.open_streams());
+    line
+}
+
+/// Opens StreamDerpMaps, reads the first map and drops the stream (a hard
+/// cancel: the stream is reset), `total` times on one connection.
+async fn rss_cancel_streams(target: &Target, concurrency: usize, first: usize, total: usize) -> Value {
+    let (conn, _) = target.connection().await;
+    let tailnet = coder_agentsdk::rpc::tailnet::Tailnet28::new(conn.transport());
+    let call = move || {
+        let tailnet = tailnet.clone();
+        async move {
+            match tailnet.stream_derp_maps(Default::default()).await {
+                Ok(mut maps) => matches!(maps.next().await, Some(Ok(_))),
+                Err(_) => false,
+            }
+        }
+    };
+    let mut line = rss_between("rss_cancel_streams", target, concurrency, first, total, call).await;
+    // Cancelled streams are reaped asynchronously; give them a moment.
+    for _ in 0..100 {
+        if conn.open_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    line["open_streams_after"] = json!(conn.open_streams());
+    line
 }
 
 // ---------------------------------------------------------------------------
@@ -449,7 +538,8 @@ async fn rss_after_calls(target: &Target, first: usize, total: usize) -> Value {
 /// the embedded server records (stats, logs) does not blur it.
 const PLAN: &[(&str, usize, usize)] = &[
     ("rss_per_connection", 1, 100),
-    ("rss_after_calls", 32, 100_000),
+    ("rss_after_calls", 32, 1_000_000),
+    ("rss_cancel_streams", 32, 1_000_000),
     ("ws_echo", 1, 20_000),
     ("ws_echo", 32, 100_000),
     ("get_manifest", 1, 10_000),
@@ -466,12 +556,14 @@ async fn run_case(
     concurrency: usize,
     calls: usize,
     payload: usize,
+    first: usize,
 ) -> Result<Value, String> {
     Ok(match case {
         "get_manifest" | "update_stats" | "batch_create_logs" => rpc_case(target, case, concurrency, calls).await,
         "ws_echo" => echo_case(target, concurrency, calls, payload).await,
         "rss_per_connection" => rss_per_connection(target, calls).await,
-        "rss_after_calls" => rss_after_calls(target, 1_000.min(calls), calls).await,
+        "rss_after_calls" => rss_after_calls(target, concurrency, first, calls).await,
+        "rss_cancel_streams" => rss_cancel_streams(target, concurrency, first, calls).await,
         other => return Err(format!("unknown case {other:?}\n{USAGE}")),
     })
 }
@@ -533,7 +625,8 @@ async fn main() {
             .collect(),
     };
     for (case, concurrency, calls) in plan {
-        match run_case(&target, &case, concurrency, calls, payload).await {
+        let first = args.first.unwrap_or(100_000);
+        match run_case(&target, &case, concurrency, calls, payload, first).await {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("{e}");
