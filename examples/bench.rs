@@ -465,7 +465,14 @@ where
 }
 
 /// RSS after `first` and after `total` runs of `call` on one connection.
-async fn rss_between<F, Fut>(case: &str, target: &Target, concurrency: usize, first: usize, total: usize, call: F) -> Value
+async fn rss_between<F, Fut>(
+    case: &str,
+    target: &Target,
+    concurrency: usize,
+    first: usize,
+    total: usize,
+    call: F,
+) -> Value
 where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = bool> + Send,

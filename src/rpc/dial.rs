@@ -78,8 +78,10 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
-        let mut config = SessionConfig::default();
-        config.keepalive = options.keepalive;
+        let config = SessionConfig {
+            keepalive: options.keepalive,
+            ..Default::default()
+        };
         let session = Session::client(WsByteStream::new(ws), config);
         tracing::debug!("agent rpc connected");
         let conn = Connection::new(session, version);
