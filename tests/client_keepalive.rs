@@ -79,3 +79,86 @@ async fn default_deadline_of_a_connection_ends_a_hanging_call_and_frees_its_stre
     .await
     .unwrap();
 }
+
+mod busy {
+    use std::time::Duration;
+
+    use coder_agentsdk::mux::keepalive::KeepaliveConfig;
+    use coder_agentsdk::mux::yamux::{Session, SessionConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pattern(seed: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i * 7 + seed * 13) % 251) as u8).collect()
+    }
+
+    /// Pings are written only between yamux frames: with a ping due every
+    /// millisecond, a tiny pipe (partial writes everywhere) and
+    /// 32 streams each echoing 256 KiB, every byte comes back intact and
+    /// both sessions stay up.
+    #[tokio::test]
+    async fn pings_interleaved_with_heavy_traffic_over_a_tiny_pipe_corrupt_nothing() {
+        tokio::time::timeout(super::GUARD, async {
+            let (a, b) = tokio::io::duplex(1000);
+            let config = || {
+                let mut config = SessionConfig::default();
+                config.keepalive = Some(KeepaliveConfig {
+                    interval: Duration::from_millis(1),
+                    timeout: Duration::from_secs(5),
+                });
+                config
+            };
+            let client = Session::client(a, config());
+            // The server does not ping: two yamux-crate sessions that both owe
+            // a pong and both have a full pipe stop reading (rust-yamux issue
+            // #227); a Go server never stops reading.
+            let mut server_config = SessionConfig::default();
+            server_config.keepalive = None;
+            let (server, mut incoming) = Session::server(b, server_config);
+            tokio::spawn(async move {
+                while let Some(s) = incoming.accept().await {
+                    tokio::spawn(async move {
+                        let (mut r, mut w) = tokio::io::split(s);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    });
+                }
+            });
+            let mut tasks = Vec::new();
+            for seed in 0..32 {
+                let client = client.clone();
+                let (c2, s2) = (client.clone(), server.clone());
+                tasks.push(tokio::spawn(async move {
+                    let data = pattern(seed, 256 * 1024);
+                    let stream = client.open_stream().await.expect("open");
+                    let (mut r, mut w) = tokio::io::split(stream);
+                    let sent = data.clone();
+                    let writer = async move {
+                        w.write_all(&sent).await.expect("write");
+                        w.shutdown().await.expect("shutdown");
+                        w
+                    };
+                    let reader = async move {
+                        let mut out = Vec::new();
+                        if let Err(e) = r.read_to_end(&mut out).await {
+                            panic!(
+                                "read: {e:?} client={:?} server={:?}",
+                                c2.close_reason(),
+                                s2.close_reason()
+                            )
+                        }
+                        out
+                    };
+                    let (_w, out) = tokio::join!(writer, reader);
+                    assert!(out == data, "stream {seed} corrupted");
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert!(client.close_reason().is_none(), "{:?}", client.close_reason());
+            assert!(server.close_reason().is_none(), "{:?}", server.close_reason());
+        })
+        .await
+        .unwrap();
+    }
+}
