@@ -81,6 +81,80 @@ async fn default_deadline_of_a_connection_ends_a_hanging_call_and_frees_its_stre
 }
 
 mod busy {
+    /// Both sides ping every millisecond while the pipe is full both ways:
+    /// the yamux crate alone stops reading while it owes a pong it cannot
+    /// write, so two such sessions would stall until a keepalive fired; the
+    /// tap answers pings itself and keeps reading.
+    #[tokio::test]
+    async fn both_sides_pinging_with_full_pipes_both_ways_do_not_stall() {
+        tokio::time::timeout(super::GUARD, async {
+            let (a, b) = tokio::io::duplex(1000);
+            let config = || {
+                let mut config = SessionConfig::default();
+                config.keepalive = Some(KeepaliveConfig {
+                    interval: Duration::from_millis(1),
+                    timeout: Duration::from_secs(5),
+                });
+                config
+            };
+            let client = Session::client(a, config());
+            let (server, incoming) = Session::server(b, config());
+            echo_all(incoming);
+            traffic(&client, &server).await;
+            assert!(client.close_reason().is_none(), "{:?}", client.close_reason());
+            assert!(server.close_reason().is_none(), "{:?}", server.close_reason());
+        })
+        .await
+        .unwrap();
+    }
+
+    fn echo_all(mut incoming: coder_agentsdk::mux::yamux::Incoming) {
+        tokio::spawn(async move {
+            while let Some(s) = incoming.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(s);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+    }
+
+    /// 32 streams each echo 256 KiB; every byte must come back intact.
+    async fn traffic(client: &Session, server: &Session) {
+        let mut tasks = Vec::new();
+        for seed in 0..32 {
+            let (client, server) = (client.clone(), server.clone());
+            tasks.push(tokio::spawn(async move {
+                let data = pattern(seed, 256 * 1024);
+                let stream = client.open_stream().await.expect("open");
+                let (mut r, mut w) = tokio::io::split(stream);
+                let sent = data.clone();
+                let writer = async move {
+                    w.write_all(&sent).await.expect("write");
+                    w.shutdown().await.expect("shutdown");
+                    w
+                };
+                let reader = async move {
+                    let mut out = Vec::new();
+                    if let Err(e) = r.read_to_end(&mut out).await {
+                        panic!(
+                            "read: {e:?} client={:?} server={:?}",
+                            client.close_reason(),
+                            server.close_reason()
+                        )
+                    }
+                    out
+                };
+                let (_w, out) = tokio::join!(writer, reader);
+                assert!(out == data, "stream {seed} corrupted");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
     use std::time::Duration;
 
     use coder_agentsdk::mux::keepalive::KeepaliveConfig;

@@ -19,6 +19,14 @@
 //!   stream 0, the opaque id) between two of yamux's frames, and removes the
 //!   matching Ping(ACK) from the inbound bytes before yamux parses them.
 //!
+//! The tap also answers the peer's pings itself (Ping(ACK), same opaque id,
+//! as hashicorp and the `yamux` crate do) instead of passing them to the
+//! crate: yamux 0.14.1 stops reading while it owes a pong it cannot write
+//! (rust-yamux issue #227), so two of its sessions with full pipes both ways
+//! would stop for good; the tap keeps reading and sends its answers at the
+//! next frame boundary (at most [`MAX_PENDING_PONGS`] wait; under a flood
+//! the excess is not answered, as nothing may grow without bound).
+//!
 //! Our opaque ids have the top bit set ([`OWN_PING_BIT`]) and yamux's count
 //! up from 0, so the two never collide within 2^31 pings. Only the pong
 //! counts as an answer: a peer that keeps sending data but ignores pings is
@@ -42,6 +50,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// long a keepalive ping may wait for its answer.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Answers to the peer's pings waiting to be written, at most.
+pub const MAX_PENDING_PONGS: usize = 64;
+
 /// The top bit of every opaque id this module sends.
 pub const OWN_PING_BIT: u32 = 0x8000_0000;
 
@@ -62,6 +73,20 @@ pub fn ping_frame(id: u32) -> [u8; 12] {
     // stream id 0 (session level)
     f[8..12].copy_from_slice(&id.to_be_bytes());
     f
+}
+
+/// The 12 bytes of a Ping(ACK) answering the peer's ping `id`.
+pub fn pong_frame(id: u32) -> [u8; 12] {
+    let mut f = ping_frame(id);
+    f[2..4].copy_from_slice(&FLAG_ACK.to_be_bytes());
+    f
+}
+
+/// If `header` is the peer's Ping(SYN), its opaque id (to be echoed in our ACK).
+pub fn peer_ping_id(header: &[u8; 12]) -> Option<u32> {
+    let flags = u16::from_be_bytes([header[2], header[3]]);
+    let id = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    (header[0] == 0 && header[1] == TYPE_PING && flags & FLAG_SYN != 0).then_some(id)
 }
 
 /// If `header` is a Ping(ACK) answering one of our pings, its opaque id.
@@ -227,8 +252,11 @@ mod tests {
         let mut theirs = ping_frame(0);
         theirs[3] = 2;
         assert_eq!(own_pong_id(&theirs), None);
-        // A SYN (the peer pinging us) is never swallowed.
+        // A SYN (the peer pinging us) is not a pong; it is answered with the same id.
         assert_eq!(own_pong_id(&ping_frame(0x8000_0005)), None);
+        assert_eq!(peer_ping_id(&ping_frame(7)), Some(7));
+        assert_eq!(peer_ping_id(&ack), None);
+        assert_eq!(pong_frame(7), [0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7]);
         // A data frame with the same length field is not a pong.
         let mut data = ack;
         data[1] = 0;

@@ -27,6 +27,7 @@
 //!   it as Go's yamux does ([`SessionConfig::keepalive`], see
 //!   [`super::keepalive`]) and ends with [`MuxError::PeerNotResponding`].
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -730,7 +731,8 @@ impl AsyncWrite for MuxStream {
 /// yamux only once all 12 bytes are in, so a Ping(ACK) answering one of our
 /// keepalive pings can be removed before yamux sees it; and it follows the
 /// frame boundaries of what yamux writes, so a Ping(SYN) goes out between two
-/// of yamux's frames, never inside one.
+/// of yamux's frames, never inside one. It answers the peer's pings itself
+/// the same way (see [`super::keepalive`] for why).
 ///
 /// It also coalesces writes: the `yamux` crate flushes the transport after
 /// every frame, which for a websocket means one message and one syscall per
@@ -752,9 +754,11 @@ struct Tap<T> {
     whdr: [u8; 12],
     whdr_len: usize,
     wskip: u64,
-    /// A keepalive ping being written; `ping_pos == 12` when none.
+    /// A ping or pong of ours being written; `ping_pos == 12` when none.
     ping: [u8; 12],
     ping_pos: usize,
+    /// Opaque ids of the peer's pings still to be answered.
+    pongs: VecDeque<u32>,
     /// Bytes written since the last flush of `io`.
     dirty: bool,
     /// The driver poll during which a flush was deferred.
@@ -775,6 +779,7 @@ impl<T> Tap<T> {
             wskip: 0,
             ping: [0; 12],
             ping_pos: 12,
+            pongs: VecDeque::new(),
             dirty: false,
             deferred_at: None,
         }
@@ -809,6 +814,14 @@ impl<T> Tap<T> {
             self.state.pings.pong(id);
             return false;
         }
+        if let Some(id) = keepalive::peer_ping_id(&self.rhdr) {
+            if self.pongs.len() < keepalive::MAX_PENDING_PONGS {
+                self.pongs.push_back(id);
+            } else {
+                tracing::debug!(id, "yamux ping flood: not answering");
+            }
+            return false;
+        }
         let h = &self.rhdr;
         let length = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
         match h[1] {
@@ -821,39 +834,45 @@ impl<T> Tap<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Tap<T> {
-    /// Finishes writing a keepalive ping, or starts one if it is due and
-    /// yamux is between frames. `Ready(Ok)` once nothing of a ping is left
-    /// half-written.
+    /// Whether a ping or pong of ours is due or half-written.
+    fn control_due(&self) -> bool {
+        self.ping_pos < 12 || !self.pongs.is_empty() || self.state.pings.ping_waiting()
+    }
+
+    /// Finishes writing a ping or pong of ours, and writes the due ones
+    /// while yamux is between frames. `Ready(Ok)` once nothing of ours is
+    /// left half-written.
     fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.ping_pos == 12 {
+        loop {
+            while self.ping_pos < 12 {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.ping[self.ping_pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.ping_pos += n;
+                self.dirty = true;
+            }
             if self.whdr_len != 0 || self.wskip != 0 {
                 return Poll::Ready(Ok(()));
             }
-            match self.state.pings.take_ping() {
-                Some(id) => {
-                    self.ping = keepalive::ping_frame(id);
-                    self.ping_pos = 0;
-                }
-                None => return Poll::Ready(Ok(())),
+            if let Some(id) = self.state.pings.take_ping() {
+                self.ping = keepalive::ping_frame(id);
+            } else if let Some(id) = self.pongs.pop_front() {
+                self.ping = keepalive::pong_frame(id);
+            } else {
+                return Poll::Ready(Ok(()));
             }
+            self.ping_pos = 0;
         }
-        while self.ping_pos < 12 {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.ping[self.ping_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.ping_pos += n;
-            self.dirty = true;
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tap<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // The driver always reads, idle or not: the place to send a due ping.
-        if this.state.pings.ping_waiting() || this.ping_pos < 12 {
+        // The driver always reads, idle or not: the place to send a due ping
+        // or pong.
+        if this.control_due() {
             if let Poll::Ready(Ok(())) = this.poll_ping(cx) {
                 if this.dirty && Pin::new(&mut this.io).poll_flush(cx).is_ready() {
                     this.dirty = false;
@@ -900,6 +919,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tap<T> {
                 Ok(_) => {
                     if this.rhdr_len == 12 && !this.on_header() {
                         this.rhdr_len = 0;
+                        if !this.pongs.is_empty() {
+                            // Come back to write the answer even if no more
+                            // bytes arrive.
+                            cx.waker().wake_by_ref();
+                        }
                     }
                 }
                 Err(e) => {
