@@ -170,6 +170,10 @@ enum State {
 pub struct Pinger {
     config: KeepaliveConfig,
     sleep: Pin<Box<Sleep>>,
+    /// Whether `sleep` has been polled since its last reset, so it will
+    /// wake the driver: later polls only look at `is_elapsed` (the driver
+    /// polls on every frame; a timer poll each time would cost).
+    armed: bool,
     state: State,
     next_id: u32,
     /// Pings answered so far (for tests and diagnostics).
@@ -182,10 +186,25 @@ impl Pinger {
         Pinger {
             config,
             sleep: Box::pin(tokio::time::sleep(config.interval)),
+            armed: false,
             state: State::Idle,
             next_id: 0,
             answered: 0,
         }
+    }
+
+    /// Whether the sleep has ended; registers the driver's waker once per reset.
+    fn elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            self.armed = true;
+            return self.sleep.as_mut().poll(cx).is_ready();
+        }
+        self.sleep.is_elapsed()
+    }
+
+    fn reset(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed = false;
     }
 
     /// The timeout, for the error that reports a miss.
@@ -203,26 +222,24 @@ impl Pinger {
                 State::Waiting { id } if slots.answered(id) => {
                     self.answered += 1;
                     self.state = State::Idle;
-                    let next = Instant::now() + self.config.interval;
-                    self.sleep.as_mut().reset(next);
+                    self.reset(Instant::now() + self.config.interval);
                 }
                 State::Waiting { id } => {
-                    if self.sleep.as_mut().poll(cx).is_ready() {
+                    if self.elapsed(cx) {
                         tracing::debug!(id, timeout = ?self.config.timeout, "yamux keepalive ping unanswered");
                         return Poll::Ready(());
                     }
                     return Poll::Pending;
                 }
                 State::Idle => {
-                    if self.sleep.as_mut().poll(cx).is_pending() {
+                    if !self.elapsed(cx) {
                         return Poll::Pending;
                     }
                     let id = OWN_PING_BIT | (self.next_id & !OWN_PING_BIT);
                     self.next_id = self.next_id.wrapping_add(1);
                     slots.request(id);
                     self.state = State::Waiting { id };
-                    let deadline = Instant::now() + self.config.timeout;
-                    self.sleep.as_mut().reset(deadline);
+                    self.reset(Instant::now() + self.config.timeout);
                     // Wake at once so the connection is polled and the tap
                     // writes the ping.
                     cx.waker().wake_by_ref();
