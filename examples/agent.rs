@@ -14,6 +14,12 @@
 //! `azure-instance-identity`, `google-instance-identity`), with
 //! `CODER_AGENT_METADATA_URL` overriding the cloud metadata address.
 //!
+//! Against a dead or misbehaving server it exits non-zero with one line
+//! saying why, within its timeouts: `--keepalive 30s` and
+//! `--keepalive-timeout 10s` (yamux pings, as Go's agent; a peer that stops
+//! answering ends the connection after about their sum), `--call-timeout`
+//! (each RPC and REST call, default 30s), `--dial-timeout` (default 30s).
+//!
 //! ```text
 //! cargo run --example agent -- --duration 3s        # embedded coderd
 //! cargo run --example agent -- --json               # one JSON object per line on stdout
@@ -31,6 +37,7 @@ use coder_agentsdk::auth::AuthMethod;
 use coder_agentsdk::proto::agent;
 use coder_agentsdk::rest::types::PostLogSourceRequest;
 use coder_agentsdk::rpc::prelude::*;
+use coder_agentsdk::rpc::RpcOptions;
 use coder_agentsdk::server::EmbeddedServer;
 use coder_agentsdk::sse::ReinitializationEvent;
 use coder_agentsdk::Client;
@@ -43,30 +50,52 @@ const DEMO_LOG_SOURCE: uuid::Uuid = uuid::uuid!("5d0e6a52-27f1-4c43-9b52-2f6f0c1
 struct Options {
     duration: Option<Duration>,
     json: bool,
+    keepalive: Duration,
+    keepalive_timeout: Duration,
+    call_timeout: Duration,
+    dial_timeout: Duration,
 }
+
+const USAGE: &str = "usage: agent [--duration 3s] [--json] [--keepalive 30s] [--keepalive-timeout 10s] \
+                     [--call-timeout 30s] [--dial-timeout 30s]";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         duration: None,
         json: false,
+        keepalive: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+        call_timeout: Duration::from_secs(30),
+        dial_timeout: Duration::from_secs(30),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value such as 3s or 500ms"))
+                .and_then(|v| parse_duration(&v))
+        };
         match arg.as_str() {
             "--json" => options.json = true,
-            "--duration" => {
-                let value = args.next().ok_or("--duration needs a value such as 3s or 500ms")?;
-                options.duration = Some(parse_duration(&value)?);
-            }
-            "-h" | "--help" => return Err("usage: agent [--duration 3s] [--json]".to_owned()),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: agent [--duration 3s] [--json]"
-                ))
-            }
+            "--duration" => options.duration = Some(value("--duration")?),
+            "--keepalive" => options.keepalive = value("--keepalive")?,
+            "--keepalive-timeout" => options.keepalive_timeout = value("--keepalive-timeout")?,
+            "--call-timeout" => options.call_timeout = value("--call-timeout")?,
+            "--dial-timeout" => options.dial_timeout = value("--dial-timeout")?,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
     Ok(options)
+}
+
+impl Options {
+    fn rpc(&self) -> RpcOptions {
+        RpcOptions::default()
+            .keepalive(self.keepalive, self.keepalive_timeout)
+            .default_deadline(self.call_timeout)
+            .dial_timeout(self.dial_timeout)
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -149,7 +178,9 @@ async fn main() -> ExitCode {
     match run(&options, &out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agent failed: {e}");
+            // One line, whatever the error's own formatting.
+            let e: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("agent failed: {}", e.join("; "));
             ExitCode::FAILURE
         }
     }
@@ -161,7 +192,7 @@ struct Target {
     embedded: Option<EmbeddedServer>,
 }
 
-async fn target(out: &Out) -> Result<Target, String> {
+async fn target(options: &Options, out: &Out) -> Result<Target, String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if let Some(url) = env("CODER_AGENT_URL") {
         let method: AuthMethod = env(AuthMethod::ENV)
@@ -175,7 +206,11 @@ async fn target(out: &Out) -> Result<Target, String> {
                 env("CODER_AGENT_METADATA_URL").as_deref(),
             )
             .map_err(|e| e.to_string())?;
-        let client = builder.build().map_err(|e| e.to_string())?;
+        let client = builder
+            .rpc_options(options.rpc())
+            .timeout(options.call_timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
         out.event("deployment", None, format!("{url} (auth: {})", method.as_str()));
         return Ok(Target { client, embedded: None });
     }
@@ -194,6 +229,8 @@ async fn target(out: &Out) -> Result<Target, String> {
     out.event("embedded coderd", None, format!("listening on {}", server.url()));
     let client = Client::builder(server.url().as_str())
         .token(server.token())
+        .rpc_options(options.rpc())
+        .timeout(options.call_timeout)
         .build()
         .map_err(|e| e.to_string())?;
     Ok(Target {
@@ -235,7 +272,7 @@ fn timestamp() -> prost_types::Timestamp {
 }
 
 async fn run(options: &Options, out: &Out) -> Result<(), String> {
-    let Target { client, embedded } = target(out).await?;
+    let Target { client, embedded } = target(options, out).await?;
 
     let rpc = out
         .step(
@@ -398,6 +435,7 @@ async fn run(options: &Options, out: &Out) -> Result<(), String> {
                 out.step("GetManifest", agent.get_manifest(Default::default()), |m| format!("agent {:?}", m.agent_name)).await?;
             }
             _ = &mut claim, if !claimed => claimed = true,
+            reason = rpc.connection.closed() => return Err(format!("rpc connection lost: {reason}")),
             ended = &mut uploads => {
                 let why = match ended {
                     Ok(Err(e)) => e.to_string(),

@@ -13,9 +13,15 @@
 //! with the same request and reply payload sizes and the same number of
 //! messages in flight, and `ratio_to_floor` = RPC calls/s ÷ floor messages/s.
 //! `rss_per_connection` opens 100 connections; `rss_after_calls` compares the
-//! process RSS after 1,000 and after 100,000 calls on one connection. With
-//! the embedded server (the default) RSS includes the server, which runs in
-//! this process.
+//! process RSS after `--first` (default 100,000) and after `-n` (default
+//! 1,000,000; the issue's figure is `-n 10000000`) GetManifest calls on one
+//! connection; `rss_cancel_streams` does the same for server streams
+//! (StreamDerpMaps) opened, read once and cancelled (default 1,000,000).
+//! The memory cases record no per-call figures (a latency per call would be
+//! 16 bytes of the measurement's own growth). With the embedded server (the
+//! default) RSS includes the server, which runs in this process: to measure
+//! the client alone, run `cargo run --release --example server` and pass
+//! `--url`/`--token`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use coder_agentsdk::proto::agent;
 use coder_agentsdk::rpc::agent::Agent28;
 use coder_agentsdk::rpc::prelude::*;
-use coder_agentsdk::server::EmbeddedServer;
+use coder_agentsdk::server::{EmbeddedServer, Recorded};
 use coder_agentsdk::Client;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -35,8 +41,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str =
     "usage: bench [--url URL --token TOKEN] [--case NAME] [-c CONCURRENCY] [-n CALLS] [--payload BYTES] [--no-floor]
-cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls
-       server_rss_after_calls (embedded server only; -n total calls, default 2,000,000)";
+cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls rss_cancel_streams
+       server_rss_after_calls (embedded server only; -n total calls, default 2,000,000)
+memory cases: [--first N] calls/streams before the first RSS reading (default 100000)
+soak (embedded server only, not in the default plan): [--duration 10m] [--restart-every 30s]";
 
 /// Command line options.
 #[derive(Debug, Default)]
@@ -48,6 +56,9 @@ struct Args {
     calls: Option<usize>,
     payload: Option<usize>,
     no_floor: bool,
+    first: Option<usize>,
+    duration: Option<Duration>,
+    restart_every: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +74,9 @@ fn parse_args() -> Result<Args, String> {
             "-n" | "--calls" => args.calls = Some(number(&value()?)?),
             "--payload" => args.payload = Some(number(&value()?)?),
             "--no-floor" => args.no_floor = true,
+            "--first" => args.first = Some(number(&value()?)?),
+            "--duration" => args.duration = Some(duration(&value()?)?),
+            "--restart-every" => args.restart_every = Some(duration(&value()?)?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -71,6 +85,18 @@ fn parse_args() -> Result<Args, String> {
         return Err("--url and --token go together".to_owned());
     }
     Ok(args)
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?}: use e.g. 10m, 30s or 500ms");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
 }
 
 fn number(s: &str) -> Result<usize, String> {
@@ -260,6 +286,16 @@ impl Target {
     async fn agent(&self) -> Agent28 {
         self.client.connect_rpc28().await.expect("connect").0
     }
+
+    async fn connection(&self) -> (coder_agentsdk::rpc::Connection, Agent28) {
+        let conn = self
+            .client
+            .connect_rpc_version(coder_agentsdk::drpc::ApiVersion::new(2, 8), None)
+            .await
+            .expect("connect");
+        let agent = Agent28::new(conn.transport());
+        (conn, agent)
+    }
 }
 
 fn stats_request() -> agent::UpdateStatsRequest {
@@ -417,29 +453,69 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
     })
 }
 
-async fn rss_after_calls(target: &Target, first: usize, total: usize) -> Value {
-    let agent = target.agent().await;
-    let call = |agent: Agent28| {
-        move |_| {
-            let agent = agent.clone();
-            async move { agent.get_manifest(Default::default()).await.is_ok() }
-        }
-    };
-    let a = drive(32, first, call(agent.clone())).await;
+/// Runs `calls` calls of `call` with `concurrency` in flight, keeping no
+/// per-call record; returns the number of failed calls.
+async fn drive_counting<F, Fut>(concurrency: usize, calls: usize, call: F) -> usize
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let call = call.clone();
+        let share = calls / concurrency + usize::from(w < calls % concurrency);
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            for _ in 0..share {
+                if !call().await {
+                    errors += 1;
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.expect("worker panicked");
+    }
+    errors
+}
+
+/// RSS after `first` and after `total` runs of `call` on one connection.
+async fn rss_between<F, Fut>(
+    case: &str,
+    target: &Target,
+    concurrency: usize,
+    first: usize,
+    total: usize,
+    call: F,
+) -> Value
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let first = first.min(total);
+    let start = Instant::now();
+    let errors_first = drive_counting(concurrency, first, call.clone()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_first = rss_kib();
-    let b = drive(32, total - first, call(agent.clone())).await;
+    let errors_rest = drive_counting(concurrency, total - first, call).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_total = rss_kib();
+    let growth = rss_total as i64 - rss_first as i64;
     json!({
-        "case": "rss_after_calls",
-        "concurrency": 32,
+        "case": case,
+        "concurrency": concurrency,
         "calls": total,
-        "errors": a.errors + b.errors,
-        "rss_after_first_kib": rss_first,
+        "errors": errors_first + errors_rest,
         "first_calls": first,
+        "rss_after_first_kib": rss_first,
         "rss_after_all_kib": rss_total,
-        "growth_kib": rss_total as i64 - rss_first as i64,
+        "growth_kib": growth,
+        "growth_bytes_per_call_after_first": round(growth as f64 * 1024.0 / (total - first).max(1) as f64),
+        "within_1_mib": growth <= 1024,
+        "calls_per_s": round(total as f64 / start.elapsed().as_secs_f64()),
         "includes_embedded_server": target.embedded.is_some(),
     })
 }
@@ -504,13 +580,388 @@ async fn server_rss_after_calls(target: &Target, first: usize, total: usize) -> 
     })
 }
 
+async fn rss_after_calls(target: &Target, concurrency: usize, first: usize, total: usize) -> Value {
+    let (conn, agent) = target.connection().await;
+    let call = move || {
+        let agent = agent.clone();
+        async move { agent.get_manifest(Default::default()).await.is_ok() }
+    };
+    let mut line = rss_between("rss_after_calls", target, concurrency, first, total, call).await;
+    line["open_streams_after"] = json!(conn.open_streams());
+    line
+}
+
+/// Opens StreamDerpMaps, reads the first map and drops the stream (a hard
+/// cancel: the stream is reset), `total` times on one connection.
+async fn rss_cancel_streams(target: &Target, concurrency: usize, first: usize, total: usize) -> Value {
+    let (conn, _) = target.connection().await;
+    let tailnet = coder_agentsdk::rpc::tailnet::Tailnet28::new(conn.transport());
+    let call = move || {
+        let tailnet = tailnet.clone();
+        async move {
+            match tailnet.stream_derp_maps(Default::default()).await {
+                Ok(mut maps) => matches!(maps.next().await, Some(Ok(_))),
+                Err(_) => false,
+            }
+        }
+    };
+    let mut line = rss_between("rss_cancel_streams", target, concurrency, first, total, call).await;
+    // Cancelled streams are reaped asynchronously; give them a moment.
+    for _ in 0..100 {
+        if conn.open_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    line["open_streams_after"] = json!(conn.open_streams());
+    line
+}
+
+// ---------------------------------------------------------------------------
+// Soak: one agent's traffic against a server restarted every 30 s
+// ---------------------------------------------------------------------------
+
+/// Bits of a sequence number's flags: which kind of report carried it.
+const STATS: u8 = 1;
+const LOGS: u8 = 2;
+const METADATA: u8 = 4;
+/// Log lines per batch.
+const LINES: usize = 5;
+
+/// One flag byte per sequence number (a few per second): what the agent
+/// had acknowledged, kept small so the tally itself does not blur RSS.
+#[derive(Debug, Default)]
+struct Flags(Vec<u8>);
+
+impl Flags {
+    fn set(&mut self, seq: usize, bit: u8) {
+        if self.0.len() <= seq {
+            self.0.resize(seq + 1, 0);
+        }
+        self.0[seq] |= bit;
+    }
+
+    fn has(&self, seq: usize, bit: u8) -> bool {
+        self.0.get(seq).is_some_and(|f| f & bit != 0)
+    }
+
+    fn count(&self, bit: u8) -> usize {
+        self.0.iter().filter(|f| *f & bit != 0).count()
+    }
+}
+
+/// What the agent had acknowledged and what it did.
+#[derive(Debug, Default)]
+struct SoakAgent {
+    acked: Flags,
+    lifecycle: usize,
+    manifests: u64,
+    cancelled_calls: u64,
+    cancelled_streams: u64,
+    call_errors: u64,
+    connects: u64,
+    connect_failures: u64,
+}
+
+/// What the servers recorded, over every restart.
+#[derive(Debug, Default)]
+struct SoakServer {
+    recorded: Flags,
+    /// Log lines recorded per sequence number (a batch counts when all arrived).
+    lines: Vec<u8>,
+    lifecycle: usize,
+}
+
+impl SoakServer {
+    fn absorb(&mut self, recorded: Vec<Recorded>) {
+        for r in recorded {
+            match r {
+                Recorded::Stats(s) => self.recorded.set(s.rx_bytes as usize, STATS),
+                Recorded::Logs { logs, .. } => {
+                    for line in logs {
+                        let seq = line
+                            .output
+                            .split_whitespace()
+                            .nth(2)
+                            .and_then(|n| n.parse::<usize>().ok());
+                        if let Some(seq) = seq {
+                            if self.lines.len() <= seq {
+                                self.lines.resize(seq + 1, 0);
+                            }
+                            self.lines[seq] += 1;
+                            if self.lines[seq] as usize == LINES {
+                                self.recorded.set(seq, LOGS);
+                            }
+                        }
+                    }
+                }
+                Recorded::Metadata(m) => {
+                    for m in m {
+                        if let Some(seq) = m.result.and_then(|r| r.value.parse::<usize>().ok()) {
+                            self.recorded.set(seq, METADATA);
+                        }
+                    }
+                }
+                Recorded::Lifecycle(_) => self.lifecycle += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A small xorshift: random cancel points without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+const SOAK_TOKEN: &str = "soak-token";
+
+async fn start_soak_server(addr: Option<std::net::SocketAddr>) -> EmbeddedServer {
+    // The port of a stopped server may take a moment to be free again.
+    for _ in 0..100 {
+        let mut builder = EmbeddedServer::builder().token(SOAK_TOKEN);
+        if let Some(addr) = addr {
+            builder = builder.listen(addr);
+        }
+        if let Ok(server) = builder.start().await {
+            server.api().set_report_interval(Duration::from_millis(500));
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot restart the embedded server on {addr:?}");
+}
+
+/// One connection's traffic until the connection fails or `end`.
+async fn soak_session(
+    rpc: &coder_agentsdk::rpc::Negotiated,
+    end: tokio::time::Instant,
+    seq: &mut i64,
+    rng: &mut Rng,
+    acked: &mut SoakAgent,
+) {
+    let agent = rpc.agent.clone();
+    let tailnet = coder_agentsdk::rpc::tailnet::Tailnet28::new(rpc.connection.transport());
+    let source = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let ready = agent::UpdateLifecycleRequest {
+        lifecycle: Some(agent::Lifecycle {
+            state: agent::lifecycle::State::Ready as i32,
+            changed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        }),
+    };
+    match agent.update_lifecycle(ready).await {
+        Ok(_) => acked.lifecycle += 1,
+        Err(_) => return,
+    }
+    let mut stats = tokio::time::interval(Duration::from_millis(500));
+    let mut logs = tokio::time::interval(Duration::from_millis(100));
+    let mut metadata = tokio::time::interval(Duration::from_secs(1));
+    let mut cancels = tokio::time::interval(Duration::from_millis(10));
+    // A failed call is counted; a failed connection ends the session.
+    let failed = |_: coder_agentsdk::drpc::RpcError, acked: &mut SoakAgent| {
+        acked.call_errors += 1;
+        rpc.connection.is_closed()
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => return,
+            reason = rpc.connection.closed() => { let _ = reason; return }
+            _ = stats.tick() => {
+                *seq += 1;
+                let id = *seq;
+                let request = agent::UpdateStatsRequest {
+                    stats: Some(agent::Stats { connection_count: 1, rx_bytes: id, ..Default::default() }),
+                };
+                match agent.update_stats(request).await {
+                    Ok(_) => acked.acked.set(id as usize, STATS),
+                    Err(e) => if failed(e, acked) { return },
+                }
+            }
+            _ = logs.tick() => {
+                *seq += 1;
+                let id = *seq;
+                let request = agent::BatchCreateLogsRequest {
+                    log_source_id: source.clone(),
+                    logs: (0..LINES)
+                        .map(|i| agent::Log { created_at: None, output: format!("soak log {id} #{i}"), level: agent::log::Level::Info as i32 })
+                        .collect(),
+                };
+                match agent.batch_create_logs(request).await {
+                    Ok(_) => acked.acked.set(id as usize, LOGS),
+                    Err(e) => if failed(e, acked) { return },
+                }
+            }
+            _ = metadata.tick() => {
+                *seq += 1;
+                let id = *seq;
+                let request = agent::BatchUpdateMetadataRequest {
+                    metadata: vec![agent::Metadata {
+                        key: "soak".to_owned(),
+                        result: Some(agent::workspace_agent_metadata::Result { value: id.to_string(), ..Default::default() }),
+                    }],
+                };
+                match agent.batch_update_metadata(request).await {
+                    Ok(_) => acked.acked.set(id as usize, METADATA),
+                    Err(e) => if failed(e, acked) { return },
+                }
+            }
+            _ = cancels.tick() => {
+                // A unary call or a server stream, dropped at a random point
+                // (0 to 2 ms in: before sending, while waiting, or never).
+                let wait = Duration::from_micros(rng.below(2_000));
+                if rng.below(2) == 0 {
+                    match tokio::time::timeout(wait, agent.get_manifest(Default::default())).await {
+                        Ok(Ok(_)) => acked.manifests += 1,
+                        Ok(Err(e)) => if failed(e, acked) { return },
+                        Err(_) => acked.cancelled_calls += 1,
+                    }
+                } else {
+                    let open = async {
+                        let mut maps = tailnet.stream_derp_maps(Default::default()).await?;
+                        maps.next().await.transpose()
+                    };
+                    match tokio::time::timeout(wait, open).await {
+                        Ok(Ok(_)) | Err(_) => acked.cancelled_streams += 1,
+                        Ok(Err(e)) => if failed(e, acked) { return },
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn soak(duration: Duration, restart_every: Duration) -> Value {
+    let started = Instant::now();
+    let end = tokio::time::Instant::now() + duration;
+    let first = start_soak_server(None).await;
+    let addr = first.addr();
+    let url = first.url().to_string();
+    let server_task = tokio::spawn(async move {
+        let mut server = first;
+        let mut recorded = SoakServer::default();
+        let mut restarts = 0u64;
+        let mut rss = vec![rss_kib()];
+        loop {
+            let stop_at = (tokio::time::Instant::now() + restart_every).min(end);
+            tokio::time::sleep_until(stop_at).await;
+            let api = server.api().clone();
+            server.shutdown();
+            drop(server);
+            // Handlers cut by the shutdown finish or are dropped now.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            recorded.absorb(api.recorded());
+            drop(api);
+            if tokio::time::Instant::now() >= end {
+                rss.push(rss_kib());
+                return (recorded, restarts, rss);
+            }
+            server = start_soak_server(Some(addr)).await;
+            restarts += 1;
+            rss.push(rss_kib());
+        }
+    });
+
+    let client = Client::builder(&url)
+        .token(SOAK_TOKEN)
+        .rpc_options(
+            coder_agentsdk::rpc::RpcOptions::default()
+                .keepalive(Duration::from_secs(1), Duration::from_secs(1))
+                .default_deadline(Duration::from_secs(5))
+                .dial_timeout(Duration::from_secs(2)),
+        )
+        .build()
+        .expect("client");
+    let mut acked = SoakAgent::default();
+    let mut seq = 0i64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (floor, ceiling) = (Duration::from_millis(50), Duration::from_secs(2));
+    let mut backoff = floor;
+    let mut open_streams_after = 0;
+    while tokio::time::Instant::now() < end {
+        match client.connect_rpc_negotiated_with_role(Some("agent")).await {
+            Ok(rpc) => {
+                backoff = floor;
+                acked.connects += 1;
+                soak_session(&rpc, end, &mut seq, &mut rng, &mut acked).await;
+                if tokio::time::Instant::now() >= end {
+                    for _ in 0..200 {
+                        if rpc.connection.open_streams() == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    open_streams_after = rpc.connection.open_streams();
+                }
+                rpc.connection.close();
+            }
+            Err(_) => {
+                acked.connect_failures += 1;
+                tokio::time::sleep(backoff.min(end.saturating_duration_since(tokio::time::Instant::now()))).await;
+                backoff = (backoff * 2).min(ceiling);
+            }
+        }
+    }
+    let (recorded, restarts, rss) = server_task.await.expect("server task");
+    let lost = |bit: u8| {
+        (0..acked.acked.0.len())
+            .filter(|&seq| acked.acked.has(seq, bit) && !recorded.recorded.has(seq, bit))
+            .count()
+    };
+    let (lost_stats, lost_logs, lost_metadata) = (lost(STATS), lost(LOGS), lost(METADATA));
+    // RSS from the first restart on (after warm-up) to the end.
+    let warm = rss.get(1).copied().unwrap_or(rss[0]);
+    let last = rss.last().copied().unwrap_or(0);
+    json!({
+        "case": "soak",
+        "duration_s": round(started.elapsed().as_secs_f64()),
+        "restart_every_s": restart_every.as_secs_f64(),
+        "server_restarts": restarts,
+        "connects": acked.connects,
+        "connect_failures": acked.connect_failures,
+        "acked": {
+            "stats": acked.acked.count(STATS),
+            "log_batches": acked.acked.count(LOGS),
+            "metadata": acked.acked.count(METADATA),
+            "lifecycle": acked.lifecycle,
+            "manifests": acked.manifests,
+        },
+        "recorded": {
+            "stats": recorded.recorded.count(STATS),
+            "log_batches": recorded.recorded.count(LOGS),
+            "metadata": recorded.recorded.count(METADATA),
+            "lifecycle": recorded.lifecycle,
+        },
+        "lost_acked": {
+            "stats": lost_stats,
+            "log_batches": lost_logs,
+            "metadata": lost_metadata,
+            "lifecycle": acked.lifecycle.saturating_sub(recorded.lifecycle),
+        },
+        "cancelled_calls": acked.cancelled_calls,
+        "cancelled_streams": acked.cancelled_streams,
+        "call_errors": acked.call_errors,
+        "open_streams_after": open_streams_after,
+        "rss_kib_at_restarts": rss,
+        "rss_growth_kib_after_warmup": last as i64 - warm as i64,
+        "includes_embedded_server": true,
+    })
+}
+
 // ---------------------------------------------------------------------------
 
 /// The default plan: (case, concurrency, calls). Memory first, so that what
 /// the embedded server records (stats, logs) does not blur it.
 const PLAN: &[(&str, usize, usize)] = &[
     ("rss_per_connection", 1, 100),
-    ("rss_after_calls", 32, 100_000),
+    ("rss_after_calls", 32, 1_000_000),
+    ("rss_cancel_streams", 32, 1_000_000),
     ("ws_echo", 1, 20_000),
     ("ws_echo", 32, 100_000),
     ("get_manifest", 1, 10_000),
@@ -527,13 +978,15 @@ async fn run_case(
     concurrency: usize,
     calls: usize,
     payload: usize,
+    first: usize,
 ) -> Result<Value, String> {
     Ok(match case {
         "get_manifest" | "update_stats" | "batch_create_logs" => rpc_case(target, case, concurrency, calls).await,
         "ws_echo" => echo_case(target, concurrency, calls, payload).await,
         "rss_per_connection" => rss_per_connection(target, calls).await,
-        "rss_after_calls" => rss_after_calls(target, 1_000.min(calls), calls).await,
-        "server_rss_after_calls" => server_rss_after_calls(target, 100_000.min(calls), calls).await,
+        "server_rss_after_calls" => server_rss_after_calls(target, first.min(calls), calls).await,
+        "rss_after_calls" => rss_after_calls(target, concurrency, first, calls).await,
+        "rss_cancel_streams" => rss_cancel_streams(target, concurrency, first, calls).await,
         other => return Err(format!("unknown case {other:?}\n{USAGE}")),
     })
 }
@@ -547,6 +1000,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if args.case.as_deref() == Some("soak") {
+        if args.url.is_some() {
+            eprintln!("soak restarts the embedded server: it takes no --url");
+            std::process::exit(2);
+        }
+        let duration = args.duration.unwrap_or(Duration::from_secs(600));
+        let restart_every = args.restart_every.unwrap_or(Duration::from_secs(30));
+        println!("{}", soak(duration, restart_every).await);
+        return;
+    }
     let (embedded, url, token) = match (&args.url, &args.token) {
         (Some(url), Some(token)) => (None, url.clone(), token.clone()),
         _ => {
@@ -595,7 +1058,8 @@ async fn main() {
             .collect(),
     };
     for (case, concurrency, calls) in plan {
-        match run_case(&target, &case, concurrency, calls, payload).await {
+        let first = args.first.unwrap_or(100_000);
+        match run_case(&target, &case, concurrency, calls, payload, first).await {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("{e}");

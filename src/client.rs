@@ -106,6 +106,7 @@ use crate::error::Error;
 pub use crate::http::same_origin_redirect_policy;
 use crate::http::{Call, Decoded, Rest};
 use crate::rest;
+use crate::rpc::RpcOptions;
 use crate::sse::{Backoff, ReinitReceiver, ReinitializationEvent};
 use crate::types::{
     ExternalAuthRequest, ExternalAuthResponse, GitSshKey, PatchAppStatus, PatchLogs, PostLogSourceRequest,
@@ -140,6 +141,7 @@ struct ClientInner {
     base_url: Url,
     tokens: Arc<dyn TokenProvider>,
     rest: Arc<Rest>,
+    rpc: RpcOptions,
 }
 
 impl std::fmt::Debug for Client {
@@ -163,6 +165,7 @@ pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     user_agent: Option<String>,
     timeout: Option<Duration>,
+    rpc: RpcOptions,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -264,6 +267,15 @@ impl ClientBuilder {
         self
     }
 
+    /// How every RPC connection of the client behaves: yamux keepalive
+    /// (default Go's: ping every 30 s, 10 s to answer), default deadline of
+    /// unary calls (default none), dial timeout (default 30 s). A single
+    /// connection can differ: [`Client::with_rpc_options`].
+    pub fn rpc_options(mut self, options: RpcOptions) -> Self {
+        self.rpc = options;
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
         crate::tls::install_crypto_provider();
@@ -288,7 +300,12 @@ impl ClientBuilder {
             }
         };
         Ok(Client {
-            inner: Arc::new(ClientInner { base_url, tokens, rest }),
+            inner: Arc::new(ClientInner {
+                base_url,
+                tokens,
+                rest,
+                rpc: self.rpc,
+            }),
         })
     }
 }
@@ -309,7 +326,27 @@ impl Client {
             http: None,
             user_agent: None,
             timeout: None,
+            rpc: RpcOptions::default(),
         }
+    }
+
+    /// The same client (same token, HTTP client) whose RPC connections
+    /// dialled from now on use `options`, e.g. a shorter keepalive for one
+    /// connection: `client.with_rpc_options(o).connect_rpc28().await`.
+    pub fn with_rpc_options(&self, options: RpcOptions) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                base_url: self.inner.base_url.clone(),
+                tokens: self.inner.tokens.clone(),
+                rest: self.inner.rest.clone(),
+                rpc: options,
+            }),
+        }
+    }
+
+    /// The settings RPC connections of this client are dialled with.
+    pub fn rpc_options(&self) -> &RpcOptions {
+        &self.inner.rpc
     }
 
     /// The deployment's base URL.

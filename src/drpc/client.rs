@@ -65,7 +65,10 @@ impl RawStream {
     pub fn new(outbound: mpsc::Sender<Outbound>, inbound: mpsc::Receiver<Result<Bytes, RpcError>>) -> Self {
         RawStream {
             sender: RawSender { tx: Some(outbound) },
-            receiver: RawReceiver { rx: inbound },
+            receiver: RawReceiver {
+                rx: inbound,
+                map_error: None,
+            },
         }
     }
 }
@@ -107,13 +110,26 @@ impl RawSender {
 #[derive(Debug)]
 pub struct RawReceiver {
     rx: mpsc::Receiver<Result<Bytes, RpcError>>,
+    map_error: Option<fn(RpcError) -> RpcError>,
+}
+
+impl RawReceiver {
+    /// Passes every error this receiver yields through `f` (a transport
+    /// uses it to name its own failures, e.g. a dead peer).
+    pub fn map_errors(&mut self, f: fn(RpcError) -> RpcError) {
+        self.map_error = Some(f);
+    }
 }
 
 impl Stream for RawReceiver {
     type Item = Result<Bytes, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        Poll::Ready(match (item, self.map_error) {
+            (Some(Err(e)), Some(f)) => Some(Err(f(e))),
+            (item, _) => item,
+        })
     }
 }
 

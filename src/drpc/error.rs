@@ -46,6 +46,21 @@ pub enum RpcError {
     /// The connection is closed; no further calls can be made on it.
     #[error("connection closed")]
     ConnectionClosed,
+    /// The peer stopped answering keepalive pings for `timeout`, so the
+    /// connection was ended and every call on it failed (Go's yamux
+    /// `ErrKeepAliveTimeout`). Reconnect.
+    #[error("peer not responding: keepalive ping unanswered for {timeout:?}")]
+    PeerNotResponding {
+        /// How long the ping waited for its answer.
+        timeout: std::time::Duration,
+    },
+    /// The call did not finish within its deadline; it was cancelled (its
+    /// stream reset). The connection stays usable.
+    #[error("rpc deadline of {deadline:?} exceeded")]
+    DeadlineExceeded {
+        /// The time the call was given.
+        deadline: std::time::Duration,
+    },
     /// The method is newer than the API version agreed with the server, so
     /// the call was refused locally without reaching the server.
     #[error("{method} requires API v{required}, server speaks v{negotiated}")]

@@ -23,7 +23,11 @@
 //! * any GoAway looks like a clean close in the crate; a tap on the read side
 //!   of the byte stream recognises GoAway frames (and the transport's EOF and
 //!   I/O errors) so [`MuxError`] can tell them apart.
+//! * the crate cannot tell a dead peer from an idle one; the session pings
+//!   it as Go's yamux does ([`SessionConfig::keepalive`], see
+//!   [`super::keepalive`]) and ends with [`MuxError::PeerNotResponding`].
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -37,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::keepalive::{self, KeepaliveConfig, PingSlots, Pinger};
 
 /// yamux's default (and hashicorp's maximum) per-stream window: 256 KiB.
 const STREAM_WINDOW: usize = 256 * 1024;
@@ -77,6 +83,14 @@ pub enum MuxError {
     /// stream ids exhausted, ...).
     #[error("yamux error: {0}")]
     Other(String),
+    /// A keepalive ping went unanswered for `timeout`: the peer (or the path
+    /// to it) is dead. Go's yamux ends a session the same way
+    /// (`ErrKeepAliveTimeout`). See [`SessionConfig::keepalive`].
+    #[error("peer not responding: keepalive ping unanswered for {timeout:?}")]
+    PeerNotResponding {
+        /// How long the ping waited.
+        timeout: Duration,
+    },
 }
 
 impl MuxError {
@@ -99,11 +113,13 @@ impl MuxError {
     /// This error as an `io::Error` (what stream reads and writes return).
     ///
     /// An [`MuxError::Io`] keeps the original error kind, every other case
-    /// has kind [`io::ErrorKind::ConnectionAborted`]. The `MuxError` itself is
+    /// has kind [`io::ErrorKind::ConnectionAborted`], except
+    /// [`MuxError::PeerNotResponding`]: [`io::ErrorKind::TimedOut`]. The `MuxError` itself is
     /// the inner error: `err.get_ref()` and `downcast_ref::<MuxError>()`.
     pub fn to_io_error(&self) -> io::Error {
         let kind = match self {
             MuxError::Io(e) => e.kind(),
+            MuxError::PeerNotResponding { .. } => io::ErrorKind::TimedOut,
             _ => io::ErrorKind::ConnectionAborted,
         };
         io::Error::new(kind, self.clone())
@@ -126,6 +142,11 @@ pub struct SessionConfig {
     /// and the transport shutdown before the transport is simply dropped.
     /// Default 5 s.
     pub close_timeout: Duration,
+    /// Keepalive pings: sent every `interval` after the previous answer;
+    /// when one is not answered within `timeout` the session ends with
+    /// [`MuxError::PeerNotResponding`]. `None` sends none. Default: on, as
+    /// Go's `yamux.DefaultConfig()` (every 30 s, 10 s to answer).
+    pub keepalive: Option<KeepaliveConfig>,
     /// How long a write to the transport may stay blocked (the peer reads
     /// nothing) before the session is ended with a [`MuxError::Io`] of kind
     /// `TimedOut`, like hashicorp/yamux's `ConnectionWriteTimeout`. Default 10 s.
@@ -138,6 +159,7 @@ impl Default for SessionConfig {
             max_open_streams: 256,
             accept_backlog: 256,
             close_timeout: Duration::from_secs(5),
+            keepalive: Some(KeepaliveConfig::default()),
             write_timeout: Duration::from_secs(10),
         }
     }
@@ -196,6 +218,8 @@ struct SessionState {
     /// Bumped each time the driver task is polled; the [`Tap`] defers
     /// transport flushes to the next poll (see there).
     driver_polls: AtomicU64,
+    /// Keepalive pings between the driver's timer and the tap.
+    pings: PingSlots,
 }
 
 impl SessionState {
@@ -307,6 +331,7 @@ impl Session {
             open_streams: AtomicUsize::new(0),
             inbound_streams: AtomicUsize::new(0),
             driver_polls: AtomicU64::new(0),
+            pings: PingSlots::default(),
         });
         let tap = TokioAsyncReadCompatExt::compat(Tap::new(io, state.clone(), config.write_timeout));
         let conn = yamux::Connection::new(tap, config.yamux_config(), mode);
@@ -321,6 +346,7 @@ impl Session {
             max_inbound: config.max_open_streams.max(1),
             close: Box::pin(close_requested.clone().cancelled_owned()),
             close_timeout: config.close_timeout,
+            pinger: config.keepalive.map(Pinger::new),
         };
         tokio::spawn(driver.run());
         Session {
@@ -420,6 +446,7 @@ struct Driver<T> {
     max_inbound: usize,
     close: Pin<Box<WaitForCancellationFutureOwned>>,
     close_timeout: Duration,
+    pinger: Option<Pinger>,
 }
 
 impl<T> Driver<T>
@@ -479,6 +506,14 @@ where
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(MuxError::from_connection(e))),
                     Poll::Ready(None) => return Poll::Ready(Some(MuxError::PeerClosed)),
                     Poll::Pending => break,
+                }
+            }
+            // After the reads: the tap has recorded any pong by now.
+            if let Some(pinger) = &mut self.pinger {
+                if pinger.poll(cx, &self.state.pings).is_ready() {
+                    return Poll::Ready(Some(MuxError::PeerNotResponding {
+                        timeout: pinger.timeout(),
+                    }));
                 }
             }
             // Opens. A newly created stream must be followed by another
@@ -691,11 +726,18 @@ impl AsyncWrite for MuxStream {
 /// report *why* it ended: the `yamux` crate maps a received GoAway and a
 /// transport EOF both to `ConnectionError::Closed`.
 ///
-/// It follows the 12-byte frame headers (skipping Data bodies) and records
-/// the first GoAway code, the transport's EOF or read error as the session's
-/// reason. These all end the yamux connection, and the tap sees them before
-/// yamux acts on them, so streams woken by the connection's cleanup already
-/// find the precise reason.
+/// It follows the 12-byte frame headers (passing Data bodies straight
+/// through) and records the first GoAway code, the transport's EOF or read
+/// error as the session's reason. These all end the yamux connection, and the
+/// tap sees them before yamux acts on them, so streams woken by the
+/// connection's cleanup already find the precise reason.
+///
+/// It carries the keepalive (see [`super::keepalive`]): a header is handed to
+/// yamux only once all 12 bytes are in, so a Ping(ACK) answering one of our
+/// keepalive pings can be removed before yamux sees it; and it follows the
+/// frame boundaries of what yamux writes, so a Ping(SYN) goes out between two
+/// of yamux's frames, never inside one. It answers the peer's pings itself
+/// the same way (see [`super::keepalive`] for why).
 ///
 /// It also coalesces writes: the `yamux` crate flushes the transport after
 /// every frame, which for a websocket means one message and one syscall per
@@ -716,10 +758,22 @@ impl AsyncWrite for MuxStream {
 struct Tap<T> {
     io: T,
     state: Arc<SessionState>,
-    /// Frames read from the peer.
-    inbound: FrameTracker,
-    /// Frames written to the peer.
-    outbound: FrameTracker,
+    /// Inbound header being collected (`rhdr_len < 12`) or handed to yamux
+    /// (`rhdr_len == 12`, `rhdr_out` bytes given so far).
+    rhdr: [u8; 12],
+    rhdr_len: usize,
+    rhdr_out: usize,
+    /// Inbound Data body bytes still to pass through.
+    rskip: u64,
+    /// Outbound frame tracking: header bytes seen, body bytes still to come.
+    whdr: [u8; 12],
+    whdr_len: usize,
+    wskip: u64,
+    /// A ping or pong of ours being written; `ping_pos == 12` when none.
+    ping: [u8; 12],
+    ping_pos: usize,
+    /// Opaque ids of the peer's pings still to be answered.
+    pongs: VecDeque<u32>,
     /// Bytes written since the last flush of `io`.
     dirty: bool,
     /// The driver poll during which a flush was deferred.
@@ -733,50 +787,21 @@ struct Tap<T> {
     write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// Follows the 12-byte yamux headers in one direction of the byte stream
-/// (skipping Data bodies) and reports each GoAway's code.
-#[derive(Default)]
-struct FrameTracker {
-    header: [u8; 12],
-    header_len: usize,
-    skip: u64,
-}
-
-impl FrameTracker {
-    /// Feeds bytes; calls `on_go_away` with the code of each GoAway header.
-    fn observe(&mut self, mut data: &[u8], mut on_go_away: impl FnMut(u32)) {
-        while !data.is_empty() {
-            if self.skip > 0 {
-                let k = self.skip.min(data.len() as u64) as usize;
-                self.skip -= k as u64;
-                data = &data[k..];
-                continue;
-            }
-            let k = (12 - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + k].copy_from_slice(&data[..k]);
-            self.header_len += k;
-            data = &data[k..];
-            if self.header_len == 12 {
-                self.header_len = 0;
-                let h = &self.header;
-                let length = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-                match h[1] {
-                    0 => self.skip = u64::from(length),
-                    3 => on_go_away(length),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 impl<T> Tap<T> {
     fn new(io: T, state: Arc<SessionState>, write_timeout: Duration) -> Self {
         Tap {
             io,
             state,
-            inbound: FrameTracker::default(),
-            outbound: FrameTracker::default(),
+            rhdr: [0; 12],
+            rhdr_len: 0,
+            rhdr_out: 0,
+            rskip: 0,
+            whdr: [0; 12],
+            whdr_len: 0,
+            wskip: 0,
+            ping: [0; 12],
+            ping_pos: 12,
+            pongs: VecDeque::new(),
             dirty: false,
             deferred_at: None,
             terminating: None,
@@ -786,22 +811,41 @@ impl<T> Tap<T> {
         }
     }
 
-    fn observe(&mut self, data: &[u8]) {
-        let state = &self.state;
-        self.inbound.observe(data, |code| state.fail(MuxError::GoAway { code }));
+    /// Follows the frames yamux writes, to know where a ping may go.
+    fn observe_written(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.wskip > 0 {
+                let k = self.wskip.min(data.len() as u64) as usize;
+                self.wskip -= k as u64;
+                data = &data[k..];
+                continue;
+            }
+            let k = (12 - self.whdr_len).min(data.len());
+            self.whdr[self.whdr_len..self.whdr_len + k].copy_from_slice(&data[..k]);
+            self.whdr_len += k;
+            data = &data[k..];
+            if self.whdr_len == 12 {
+                self.whdr_len = 0;
+                let h = &self.whdr;
+                let length = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+                match h[1] {
+                    0 => self.wskip = u64::from(length),
+                    3 if length != 0 => self.on_go_away_sent(length),
+                    _ => {}
+                }
+            }
+        }
     }
 
-    fn observe_written(&mut self, data: &[u8]) {
-        let mut sent = None;
-        self.outbound.observe(data, |code| sent = Some(code));
-        if let Some(code) = sent.filter(|c| *c != 0) {
-            if self.terminating.is_none() {
-                tracing::debug!(code, "yamux protocol violation by the peer; ending the session");
-                self.terminating = Some(code);
-                self.state.fail(MuxError::Other(format!(
-                    "peer violated the yamux protocol; session ended with GoAway (code {code})"
-                )));
-            }
+    /// yamux answered a protocol violation with GoAway(`code`): end the
+    /// session once that frame is out.
+    fn on_go_away_sent(&mut self, code: u32) {
+        if self.terminating.is_none() {
+            tracing::debug!(code, "yamux protocol violation by the peer; ending the session");
+            self.terminating = Some(code);
+            self.state.fail(MuxError::Other(format!(
+                "peer violated the yamux protocol; session ended with GoAway (code {code})"
+            )));
         }
     }
 
@@ -838,6 +882,65 @@ impl<T> Tap<T> {
             }
         }
     }
+
+    /// A complete inbound header: `false` if it is swallowed.
+    fn on_header(&mut self) -> bool {
+        if let Some(id) = keepalive::own_pong_id(&self.rhdr) {
+            self.state.pings.pong(id);
+            return false;
+        }
+        if let Some(id) = keepalive::peer_ping_id(&self.rhdr) {
+            if self.pongs.len() < keepalive::MAX_PENDING_PONGS {
+                self.pongs.push_back(id);
+            } else {
+                tracing::debug!(id, "yamux ping flood: not answering");
+            }
+            return false;
+        }
+        let h = &self.rhdr;
+        let length = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        match h[1] {
+            0 => self.rskip = u64::from(length),
+            3 => self.state.fail(MuxError::GoAway { code: length }),
+            _ => {}
+        }
+        true
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Tap<T> {
+    /// Whether a ping or pong of ours is due or half-written.
+    fn control_due(&self) -> bool {
+        self.ping_pos < 12 || !self.pongs.is_empty() || self.state.pings.ping_waiting()
+    }
+
+    /// Finishes writing a ping or pong of ours, and writes the due ones
+    /// while yamux is between frames. `Ready(Ok)` once nothing of ours is
+    /// left half-written.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            while self.ping_pos < 12 {
+                let written = Pin::new(&mut self.io).poll_write(cx, &self.ping[self.ping_pos..]);
+                let n = ready!(self.on_write_poll(cx, written))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.ping_pos += n;
+                self.dirty = true;
+            }
+            if self.whdr_len != 0 || self.wskip != 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(id) = self.state.pings.take_ping() {
+                self.ping = keepalive::ping_frame(id);
+            } else if let Some(id) = self.pongs.pop_front() {
+                self.ping = keepalive::pong_frame(id);
+            } else {
+                return Poll::Ready(Ok(()));
+            }
+            self.ping_pos = 0;
+        }
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tap<T> {
@@ -861,23 +964,67 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tap<T> {
             ));
             return Poll::Ready(Err(this.broken_error().expect("just set")));
         }
-        let before = buf.filled().len();
-        match ready!(Pin::new(&mut this.io).poll_read(cx, buf)) {
-            Ok(()) => {
-                let after = buf.filled().len();
-                if after == before {
-                    if buf.remaining() > 0 {
-                        this.state.fail(MuxError::PeerClosed);
-                    }
-                } else {
-                    this.observe(&buf.filled()[before..after]);
+        // The driver always reads, idle or not: the place to send a due ping
+        // or pong.
+        if this.control_due() {
+            if let Poll::Ready(Ok(())) = this.poll_ping(cx) {
+                if this.dirty && Pin::new(&mut this.io).poll_flush(cx).is_ready() {
+                    this.dirty = false;
+                    this.deferred_at = None;
                 }
-                Poll::Ready(Ok(()))
             }
-            Err(e) => {
-                this.state
-                    .fail(MuxError::Io(Arc::new(io::Error::new(e.kind(), e.to_string()))));
-                Poll::Ready(Err(e))
+        }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if this.rhdr_len == 12 {
+                let k = (12 - this.rhdr_out).min(buf.remaining());
+                buf.put_slice(&this.rhdr[this.rhdr_out..this.rhdr_out + k]);
+                this.rhdr_out += k;
+                if this.rhdr_out == 12 {
+                    this.rhdr_len = 0;
+                    this.rhdr_out = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let result = if this.rskip > 0 && this.rhdr_len == 0 {
+                // A Data body: straight into yamux's buffer.
+                let n = this.rskip.min(buf.remaining() as u64) as usize;
+                let mut sub = ReadBuf::new(buf.initialize_unfilled_to(n));
+                let r = ready!(Pin::new(&mut this.io).poll_read(cx, &mut sub));
+                let k = sub.filled().len();
+                buf.advance(k);
+                this.rskip -= k as u64;
+                r.map(|()| k)
+            } else {
+                let mut sub = ReadBuf::new(&mut this.rhdr[this.rhdr_len..]);
+                let r = ready!(Pin::new(&mut this.io).poll_read(cx, &mut sub));
+                let k = sub.filled().len();
+                this.rhdr_len += k;
+                r.map(|()| k)
+            };
+            match result {
+                Ok(0) => {
+                    this.state.fail(MuxError::PeerClosed);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(_) if this.rhdr_len == 0 => return Poll::Ready(Ok(())),
+                Ok(_) => {
+                    if this.rhdr_len == 12 && !this.on_header() {
+                        this.rhdr_len = 0;
+                        if !this.pongs.is_empty() {
+                            // Come back to write the answer even if no more
+                            // bytes arrive.
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                }
+                Err(e) => {
+                    this.state
+                        .fail(MuxError::Io(Arc::new(io::Error::new(e.kind(), e.to_string()))));
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }
@@ -889,10 +1036,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
         if let Some(e) = this.broken_error() {
             return Poll::Ready(Err(e));
         }
+        ready!(this.poll_ping(cx))?;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         let n = ready!(this.on_write_poll(cx, written))?;
-        this.dirty |= n > 0;
         this.observe_written(&buf[..n]);
+        this.dirty |= n > 0;
         Poll::Ready(Ok(n))
     }
 
@@ -901,6 +1049,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
         if let Some(e) = this.broken_error() {
             return Poll::Ready(Err(e));
         }
+        ready!(this.poll_ping(cx))?;
         if this.dirty && this.terminating.is_none() {
             let poll = this.state.driver_polls.load(Ordering::Relaxed);
             match this.deferred_at {

@@ -15,6 +15,14 @@
 //!   whose inner error is the session's [`MuxError`] (`GoAway { code }`,
 //!   `PeerClosed` for a websocket Close frame or EOF, `Io`, ...), reachable
 //!   with `io_error.get_ref()` and `downcast_ref::<MuxError>()`;
+//! * the peer not answering a keepalive ping in time (see
+//!   [`RpcOptions::keepalive`](super::RpcOptions)): the connection ends and
+//!   every call in flight, and every later one, fails with
+//!   [`RpcError::PeerNotResponding`];
+//! * a unary call running past its deadline (the connection's
+//!   [`default deadline`](Connection::with_default_deadline) or the call's
+//!   own, [`CallExt`](super::CallExt)): [`RpcError::DeadlineExceeded`], its
+//!   stream reset, the connection still usable;
 //! * the peer resetting the call's stream (yamux RST): [`RpcError::Transport`]
 //!   of kind `UnexpectedEof`;
 //! * everything the DRPC layer reports (see [`crate::drpc::conn`]).
@@ -28,9 +36,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
+use super::CallExt;
 use crate::drpc::client::{RawStream, Transport};
 use crate::drpc::{conn, wire, ApiVersion, MethodDesc, RpcError, SharedTransport};
 use crate::mux::yamux::{MuxError, Session};
+use std::time::Duration;
 
 /// An open agent RPC connection. Clones share it; it closes when the last
 /// clone (and every client built on it) is dropped, or on [`Connection::close`].
@@ -42,6 +52,7 @@ pub struct Connection {
 struct Inner {
     session: Session,
     version: ApiVersion,
+    default_deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -58,8 +69,31 @@ impl Connection {
     /// Wraps an established yamux client session spoken at `version`.
     pub fn new(session: Session, version: ApiVersion) -> Self {
         Connection {
-            inner: Arc::new(Inner { session, version }),
+            inner: Arc::new(Inner {
+                session,
+                version,
+                default_deadline: None,
+            }),
         }
+    }
+
+    /// The same connection (same session, shared by both), whose unary
+    /// calls get `deadline` unless they bring an earlier one. Clients built
+    /// on its [`transport`](Self::transport) use it:
+    /// `Agent28::new(conn.with_default_deadline(d).transport())`.
+    pub fn with_default_deadline(&self, deadline: Duration) -> Connection {
+        Connection {
+            inner: Arc::new(Inner {
+                session: self.inner.session.clone(),
+                version: self.inner.version,
+                default_deadline: Some(deadline),
+            }),
+        }
+    }
+
+    /// The deadline unary calls get by default, if any.
+    pub fn default_deadline(&self) -> Option<Duration> {
+        self.inner.default_deadline
     }
 
     /// The API version this connection was dialled with.
@@ -96,7 +130,19 @@ impl Connection {
 fn mux_error(e: MuxError) -> RpcError {
     match e {
         MuxError::ClosedLocally | MuxError::PeerClosed => RpcError::ConnectionClosed,
+        MuxError::PeerNotResponding { timeout } => RpcError::PeerNotResponding { timeout },
         other => RpcError::Transport(other.to_io_error()),
+    }
+}
+
+/// A call's error, with a keepalive miss under it made explicit.
+fn call_error(e: RpcError) -> RpcError {
+    match e {
+        RpcError::Transport(io) => match io.get_ref().and_then(|e| e.downcast_ref::<MuxError>()) {
+            Some(MuxError::PeerNotResponding { timeout }) => RpcError::PeerNotResponding { timeout: *timeout },
+            _ => RpcError::Transport(io),
+        },
+        other => other,
     }
 }
 
@@ -117,6 +163,7 @@ impl Transport for Inner {
     fn unary(&self, method: &'static MethodDesc, request: Bytes) -> BoxFuture<'static, Result<Bytes, RpcError>> {
         let checked = self.check_version(method);
         let session = self.session.clone();
+        let deadline = self.default_deadline;
         let span = tracing::debug_span!("rpc", rpc = method.path, stream = tracing::field::Empty);
         Box::pin(
             async move {
@@ -124,9 +171,16 @@ impl Transport for Inner {
                 // Refuse an oversized request before a yamux stream (whose
                 // drop would put an RST on the wire) is even opened.
                 wire::check_message_size(request.len())?;
-                let stream = session.open_stream().await.map_err(mux_error)?;
-                tracing::Span::current().record("stream", stream.id());
-                let result = conn::client_unary(stream, method, request).await;
+                let call = async {
+                    let stream = session.open_stream().await.map_err(mux_error)?;
+                    tracing::Span::current().record("stream", stream.id());
+                    conn::client_unary(stream, method, request).await.map_err(call_error)
+                };
+                let result = match deadline {
+                    // On expiry the call is dropped: its stream is reset.
+                    Some(deadline) => call.with_deadline(deadline).await,
+                    None => call.await,
+                };
                 if let Err(e) = &result {
                     tracing::debug!(error = %e, "rpc failed");
                 }
@@ -145,7 +199,9 @@ impl Transport for Inner {
                 checked?;
                 let stream = session.open_stream().await.map_err(mux_error)?;
                 tracing::Span::current().record("stream", stream.id());
-                Ok(conn::client_stream(stream, method))
+                let mut raw = conn::client_stream(stream, method);
+                raw.receiver.map_errors(call_error);
+                Ok(raw)
             }
             .instrument(span),
         )

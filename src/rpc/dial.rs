@@ -55,10 +55,19 @@ impl Client {
     async fn dial_rpc(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
         crate::tls::install_crypto_provider();
         let url = rpc_url(self.base_url(), version, role)?;
+        let options = *self.rpc_options();
         let mut refreshed = false;
         let ws = loop {
             let token = self.session_token().await?;
-            match upgrade(&url, &token).await {
+            let attempt = tokio::time::timeout(options.dial_timeout, upgrade(&url, &token)).await;
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(Error::Timeout(format!(
+                    "websocket dial of {} took over {:?}",
+                    crate::error::redact_url(&url),
+                    options.dial_timeout
+                )))
+            });
+            match attempt {
                 Ok(ws) => break ws,
                 // A refused token is refreshed once (instance identity), then the dial is retried.
                 Err(e) if e.status() == Some(401) && !refreshed && self.token_provider().refreshable() => {
@@ -69,9 +78,17 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
-        let session = Session::client(WsByteStream::new(ws), SessionConfig::default());
+        let config = SessionConfig {
+            keepalive: options.keepalive,
+            ..Default::default()
+        };
+        let session = Session::client(WsByteStream::new(ws), config);
         tracing::debug!("agent rpc connected");
-        Ok(Connection::new(session, version))
+        let conn = Connection::new(session, version);
+        Ok(match options.default_deadline {
+            Some(deadline) => conn.with_default_deadline(deadline),
+            None => conn,
+        })
     }
 
     /// Connects at the newest version this crate knows, without a role.

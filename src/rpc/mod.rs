@@ -31,10 +31,12 @@ use crate::drpc::{ApiVersion, MethodDesc};
 mod connection;
 mod dial;
 mod negotiate;
+mod options;
 
 pub use connection::Connection;
 pub use dial::{rpc_url, ROLE_AGENT, RPC_PATH};
 pub use negotiate::{Negotiated, OLDEST_VERSION};
+pub use options::{CallExt, KeepaliveConfig, RpcOptions, WithDeadline, DEFAULT_DIAL_TIMEOUT};
 
 /// The `coder.agent.v2.Agent` service.
 #[allow(clippy::all)]
