@@ -11,6 +11,7 @@ mod api;
 pub mod rest;
 mod rpc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
 use tokio_util::sync::CancellationToken;
 
-pub use api::{FakeApi, FakeApiHandle, Fault, Recorded};
+pub use api::{AgentRecord, FakeApi, FakeApiHandle, Fault, Recorded};
 pub use rpc::validate_version;
 
 use crate::drpc::{ApiVersion, Router};
@@ -40,6 +41,8 @@ pub struct ServerBuilder {
     manifest: Option<agent::Manifest>,
     listen: SocketAddr,
     keepalive: Option<(Duration, Duration)>,
+    tokens: Vec<String>,
+    keep_history: bool,
 }
 
 /// How often the server pings each agent's websocket, as coderd does.
@@ -55,6 +58,8 @@ impl Default for ServerBuilder {
             manifest: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             keepalive: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
+            tokens: Vec::new(),
+            keep_history: true,
         }
     }
 }
@@ -63,6 +68,26 @@ impl ServerBuilder {
     /// The agent token the server accepts (default: a random UUID).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
+        self
+    }
+
+    /// More agent tokens to accept, each a distinct agent: its manifest
+    /// carries its own agent id and the server counts its connections and
+    /// reports separately ([`EmbeddedServer::agents`]). The main
+    /// [`token`](Self::token) stays accepted. Duplicates count once.
+    pub fn tokens<I, T>(mut self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tokens.extend(tokens.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether [`FakeApi::recorded`] keeps every report (default `true`);
+    /// see [`FakeApi::set_keep_history`].
+    pub fn keep_history(mut self, keep: bool) -> Self {
+        self.keep_history = keep;
         self
     }
 
@@ -98,9 +123,21 @@ impl ServerBuilder {
         let addr = listener.local_addr()?;
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
+        api.set_keep_history(self.keep_history);
         let handle = FakeApiHandle(api.clone());
+        let mut agents = HashMap::with_capacity(self.tokens.len() + 1);
+        agents.insert(
+            self.token.clone(),
+            Arc::new(api::AgentEntry::new(uuid::Uuid::new_v4(), false)),
+        );
+        for token in self.tokens {
+            agents
+                .entry(token)
+                .or_insert_with(|| Arc::new(api::AgentEntry::new(uuid::Uuid::new_v4(), true)));
+        }
         let state = ServerState {
             inner: Arc::new(StateInner {
+                agent_tokens: agents,
                 token: self.token,
                 keepalive: self.keepalive,
                 max_version: Mutex::new(self.max_version),
@@ -179,6 +216,27 @@ impl EmbeddedServer {
         &self.state.inner.token
     }
 
+    /// What the server recorded per agent token (the main token first, then
+    /// the others of [`ServerBuilder::tokens`] in no particular order).
+    pub fn agents(&self) -> Vec<AgentRecord> {
+        let inner = &self.state.inner;
+        let main = inner.agent_tokens.get(&inner.token).map(|a| a.snapshot());
+        main.into_iter()
+            .chain(
+                inner
+                    .agent_tokens
+                    .iter()
+                    .filter(|(t, _)| **t != inner.token)
+                    .map(|(_, a)| a.snapshot()),
+            )
+            .collect()
+    }
+
+    /// What the server recorded for the agent with this token.
+    pub fn agent(&self, token: &str) -> Option<AgentRecord> {
+        self.state.inner.agent_tokens.get(token).map(|a| a.snapshot())
+    }
+
     /// The RPC state: manifest, recorded reports, fault injection.
     pub fn api(&self) -> &Arc<FakeApi> {
         &self.state.inner.api
@@ -250,6 +308,8 @@ pub(crate) struct ServerState {
 #[derive(Debug)]
 struct StateInner {
     token: String,
+    /// Every accepted token and its agent.
+    agent_tokens: HashMap<String, Arc<api::AgentEntry>>,
     keepalive: Option<(Duration, Duration)>,
     max_version: Mutex<ApiVersion>,
     upgrade_refusal: Mutex<Option<(u16, ErrorBody)>>,
@@ -348,6 +408,15 @@ pub(crate) fn api_error(status: StatusCode, body: ErrorBody) -> Response<Body> {
 /// coderd's workspace-agent authentication: the token from the cookie, the
 /// query or the header; 401 with coderd's messages when missing or wrong.
 pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), Box<Response<Body>>> {
+    authenticate_agent(state, headers, uri).map(|_| ())
+}
+
+/// [`authenticate`], returning the agent the token belongs to.
+pub(crate) fn authenticate_agent(
+    state: &ServerState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<api::AgentEntry>, Box<Response<Body>>> {
     let from_cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -374,7 +443,7 @@ pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap, uri: &Uri) 
                 ..ErrorBody::default()
             },
         ))),
-        Some(t) if t == state.inner.token => Ok(()),
+        Some(t) if state.inner.agent_tokens.contains_key(&t) => Ok(state.inner.agent_tokens[&t].clone()),
         Some(_) => Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             ErrorBody {
