@@ -6,7 +6,10 @@
 //! ```
 //!
 //! Options: `--listen ADDR` (default 127.0.0.1:0), `--token TOKEN` (default: a
-//! random UUID, printed), `--max-version MAJOR.MINOR` (default: the newest).
+//! random UUID, printed), `--max-version MAJOR.MINOR` (default: the newest),
+//! `--tokens-file FILE` (more agent tokens, one per line, each a distinct
+//! agent, as `examples/fleet.rs --server-process` uses), `--keep-history
+//! false` (keep per-agent counters only, for long runs with many agents).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,7 +18,9 @@ use coder_agentsdk::drpc::ApiVersion;
 use coder_agentsdk::server::EmbeddedServer;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR]");
+    eprintln!(
+        "usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR] [--tokens-file FILE] [--keep-history true|false]"
+    );
     ExitCode::from(2)
 }
 
@@ -34,6 +39,24 @@ async fn main() -> ExitCode {
                 }
             },
             "--token" => builder.token(value),
+            "--tokens-file" => match std::fs::read_to_string(&value) {
+                Ok(text) => builder.tokens(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => {
+                    eprintln!("--tokens-file {value}: {e}");
+                    return usage();
+                }
+            },
+            "--keep-history" => match value.as_str() {
+                "true" => builder.keep_history(true),
+                "false" => builder.keep_history(false),
+                _ => return usage(),
+            },
             "--max-version" => match value.parse::<ApiVersion>() {
                 Ok(v) => builder.max_version(v),
                 Err(e) => {

@@ -670,7 +670,9 @@ async fn run_agent(owner: Arc<Shared>, index: usize, client: Client) {
         let dialled = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => return,
-            r = dial(shared, &client) => r,
+            // Boxed here and below: an idle agent's task then holds only its
+            // waiting state, not the largest future it ever awaits.
+            r = Box::pin(dial(shared, &client)) => r,
         };
         let rpc = match dialled {
             Ok(rpc) => rpc,
@@ -710,7 +712,7 @@ async fn run_agent(owner: Arc<Shared>, index: usize, client: Client) {
                 biased;
                 _ = shared.stop.cancelled() => SessionEnd::Stop,
                 reason = rpc.connection.closed() => SessionEnd::Lost(reason.to_string()),
-                end = session.run(&mut place) => end,
+                end = Box::pin(session.run(&mut place)) => end,
             }
         };
         // Close now; the session driver finishes the close in its own task.
@@ -788,7 +790,7 @@ impl Session<'_> {
         totals
             .bytes_sent
             .fetch_add(request.encoded_len() as u64, Ordering::Relaxed);
-        match tokio::time::timeout(self.shared.call_timeout, f(request)).await {
+        match tokio::time::timeout(self.shared.call_timeout, Box::pin(f(request))).await {
             Ok(Ok(resp)) => {
                 totals.calls_ok.fetch_add(1, Ordering::Relaxed);
                 totals
@@ -825,10 +827,23 @@ impl Session<'_> {
     async fn run_inner(&mut self, place: &mut Place<'_>) -> Result<std::convert::Infallible, SessionEnd> {
         let agent = self.rpc.agent.clone();
         let profile = &self.shared.profile;
-        let manifest = self
-            .call(agent::GetManifestRequest {}, |r| agent.get_manifest(r))
+        let manifest = Box::pin(self.call(agent::GetManifestRequest {}, |r| agent.get_manifest(r)))
             .await?
             .unwrap_or_default();
+        // Keep only what the profile uses; the manifest itself is let go.
+        let metadata_keys: Vec<String> = match profile.metadata {
+            Some(_) => manifest.metadata.into_iter().map(|d| d.key).collect(),
+            None => Vec::new(),
+        };
+        let app_ids: Vec<Vec<u8>> = match profile.app_health {
+            Some(_) => manifest
+                .apps
+                .into_iter()
+                .filter(|a| a.healthcheck.as_ref().is_some_and(|h| !h.url.is_empty()))
+                .map(|a| a.id)
+                .collect(),
+            None => Vec::new(),
+        };
         let states: &[LifecycleState] = if self.first {
             &profile.lifecycle
         } else {
@@ -859,7 +874,7 @@ impl Session<'_> {
 
         // Logs: a source registered once per agent, a sender per connection.
         let logs = match profile.logs {
-            Some((lines_per_s, bytes)) => self.start_logs(lines_per_s, bytes).await,
+            Some((lines_per_s, bytes)) => Box::pin(self.start_logs(lines_per_s, bytes)).await,
             None => None,
         };
         let mut log_tick = ticker(logs.as_ref().map(|_| Duration::from_secs(1)));
@@ -867,7 +882,7 @@ impl Session<'_> {
             agent: agent.clone(),
             totals: &self.shared.totals,
         };
-        let log_loop = async {
+        let mut log_loop = Box::pin(async {
             match &logs {
                 Some(l) => match l.sender.send_loop(&dest).await {
                     Err(e) => e.to_string(),
@@ -875,8 +890,7 @@ impl Session<'_> {
                 },
                 None => std::future::pending().await,
             }
-        };
-        tokio::pin!(log_loop);
+        });
         let mut log_carry = 0.0f64;
         let mut log_loop_done = false;
         let mut sent_stats = Stats::default();
@@ -894,11 +908,10 @@ impl Session<'_> {
                 }
                 _ = tick(&mut metadata_tick) => {
                     let now = prost_types::Timestamp::from(std::time::SystemTime::now());
-                    let metadata = manifest
-                        .metadata
+                    let metadata = metadata_keys
                         .iter()
-                        .map(|d| agent::Metadata {
-                            key: d.key.clone(),
+                        .map(|key| agent::Metadata {
+                            key: key.clone(),
                             result: Some(agent::workspace_agent_metadata::Result {
                                 collected_at: Some(now),
                                 age: 0,
@@ -910,12 +923,10 @@ impl Session<'_> {
                     self.call(agent::BatchUpdateMetadataRequest { metadata }, |r| agent.batch_update_metadata(r)).await?;
                 }
                 _ = tick(&mut health_tick) => {
-                    let updates = manifest
-                        .apps
+                    let updates = app_ids
                         .iter()
-                        .filter(|a| a.healthcheck.as_ref().is_some_and(|h| !h.url.is_empty()))
-                        .map(|a| agent::batch_update_app_health_request::HealthUpdate {
-                            id: a.id.clone(),
+                        .map(|id| agent::batch_update_app_health_request::HealthUpdate {
+                            id: id.clone(),
                             health: agent::AppHealth::Healthy as i32,
                         })
                         .collect::<Vec<_>>();
