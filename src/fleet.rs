@@ -827,22 +827,26 @@ impl Session<'_> {
     async fn run_inner(&mut self, place: &mut Place<'_>) -> Result<std::convert::Infallible, SessionEnd> {
         let agent = self.rpc.agent.clone();
         let profile = &self.shared.profile;
-        let manifest = Box::pin(self.call(agent::GetManifestRequest {}, |r| agent.get_manifest(r)))
-            .await?
-            .unwrap_or_default();
-        // Keep only what the profile uses; the manifest itself is let go.
-        let metadata_keys: Vec<String> = match profile.metadata {
-            Some(_) => manifest.metadata.into_iter().map(|d| d.key).collect(),
-            None => Vec::new(),
-        };
-        let app_ids: Vec<Vec<u8>> = match profile.app_health {
-            Some(_) => manifest
-                .apps
-                .into_iter()
-                .filter(|a| a.healthcheck.as_ref().is_some_and(|h| !h.url.is_empty()))
-                .map(|a| a.id)
-                .collect(),
-            None => Vec::new(),
+        // Keep only what the profile uses; the rest of the manifest (the
+        // DERP map above all) is freed at the end of this block.
+        let (metadata_keys, app_ids) = {
+            let manifest = Box::pin(self.call(agent::GetManifestRequest {}, |r| agent.get_manifest(r)))
+                .await?
+                .unwrap_or_default();
+            let metadata_keys: Vec<String> = match profile.metadata {
+                Some(_) => manifest.metadata.iter().map(|d| d.key.clone()).collect(),
+                None => Vec::new(),
+            };
+            let app_ids: Vec<Vec<u8>> = match profile.app_health {
+                Some(_) => manifest
+                    .apps
+                    .iter()
+                    .filter(|a| a.healthcheck.as_ref().is_some_and(|h| !h.url.is_empty()))
+                    .map(|a| a.id.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            (metadata_keys, app_ids)
         };
         let states: &[LifecycleState] = if self.first {
             &profile.lifecycle
