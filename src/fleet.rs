@@ -1091,3 +1091,68 @@ impl Stats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_bound_capped_at_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
+        let bounds = [100, 200, 400, 800, 1000, 1000, 1000];
+        let mut draws = Vec::new();
+        for bound in bounds {
+            let d = b.next();
+            assert!(d < Duration::from_millis(bound), "{d:?} >= {bound} ms");
+            draws.push(d);
+        }
+        // Random, not a fixed schedule: the draws are not all equal.
+        assert!(draws.windows(2).any(|w| w[0] != w[1]), "{draws:?}");
+        b.reset();
+        assert!(b.next() < Duration::from_millis(100));
+        // Over many agents the first delays spread over the whole window.
+        let firsts: Vec<Duration> = (0..1000)
+            .map(|i| Backoff::new(Duration::from_secs(1), Duration::from_secs(30), i).next())
+            .collect();
+        let early = firsts.iter().filter(|d| **d < Duration::from_millis(500)).count();
+        assert!((300..700).contains(&early), "{early} of 1000 in the first half");
+    }
+
+    #[test]
+    fn tokens_file_skips_blank_and_comment_lines_and_limit_takes_the_first() {
+        let path = std::env::temp_dir().join(format!("fleet-tokens-test-{}.txt", std::process::id()));
+        std::fs::write(&path, "# agents\n  tok-a  \n\ntok-b\n#tok-x\ntok-c\n").unwrap();
+        let b = Fleet::builder("http://127.0.0.1:1").tokens_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        match &b.tokens {
+            TokenSource::List(v) => assert_eq!(v, &["tok-a", "tok-b", "tok-c"]),
+            TokenSource::Generated(..) => panic!("a file gives a list"),
+        }
+        assert_eq!(b.limit(2).token_count(), 2);
+        let missing = Fleet::builder("http://127.0.0.1:1").tokens_file("/nonexistent/tokens.txt");
+        assert!(matches!(missing, Err(Error::Config(m)) if m.contains("/nonexistent/tokens.txt")));
+    }
+
+    #[test]
+    fn builder_debug_shows_no_token() {
+        let b = Fleet::builder("http://127.0.0.1:1").tokens(["secret-token-value"]);
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(shown.contains("tokens: 1"), "{shown}");
+    }
+
+    #[test]
+    fn a_4xx_refusal_is_permanent_but_timeouts_and_rate_limits_are_not() {
+        let api = |status| {
+            Error::from(crate::error::ApiError::from_response_parts(
+                status, None, None, None, b"",
+            ))
+        };
+        assert!(is_permanent(&api(401)));
+        assert!(is_permanent(&api(400)));
+        assert!(!is_permanent(&api(429)));
+        assert!(!is_permanent(&api(408)));
+        assert!(!is_permanent(&api(502)));
+        assert!(!is_permanent(&Error::WebSocket("IO error: Connection refused".into())));
+    }
+}
