@@ -22,6 +22,11 @@
 //! default) RSS includes the server, which runs in this process: to measure
 //! the client alone, run `cargo run --release --example server` and pass
 //! `--url`/`--token`.
+//! `rss_per_connection` also prints a `breakdown`: the same number of
+//! connections built again layer by layer (TCP socket, websocket handshake,
+//! yamux session, drpc connection and first call), with the RSS each layer
+//! adds per connection (the crate forbids unsafe code, so no counting
+//! allocator: RSS deltas over many connections instead).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -431,6 +436,10 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
     let warm = target.agent().await;
     let _ = warm.get_manifest(Default::default()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The layer-by-layer pass first, its connections kept open, so that
+    // neither pass reuses memory the other freed.
+    let (breakdown, held) = memory_breakdown(target, connections).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib();
     let mut open = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -442,6 +451,7 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
     let after = rss_kib();
     let errors = open.iter().filter(|(_, ok)| !ok).count();
     drop(open);
+    drop(held);
     json!({
         "case": "rss_per_connection",
         "connections": connections,
@@ -450,7 +460,88 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
         "rss_after_kib": after,
         "rss_per_connection_kib": round(after.saturating_sub(before) as f64 / connections as f64),
         "includes_embedded_server": target.embedded.is_some(),
+        "breakdown": breakdown,
     })
+}
+
+/// Builds `n` connections again, layer by layer, and reports the live heap
+/// bytes per connection each layer adds, and the RSS they cost in all.
+async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
+    use coder_agentsdk::mux::websocket::{client_config, WsByteStream};
+    use coder_agentsdk::mux::yamux::{Session, SessionConfig};
+    use coder_agentsdk::rpc::{rpc_url, Connection, CURRENT_VERSION};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let base = target.client.base_url().clone();
+    if base.scheme() != "http" {
+        return (json!({"skipped": "only for http:// servers"}), Vec::new());
+    }
+    let Ok(url) = rpc_url(&base, CURRENT_VERSION, None) else {
+        return (json!({"skipped": "bad url"}), Vec::new());
+    };
+    let token = match target.client.session_token().await {
+        Ok(t) => t,
+        Err(e) => return (json!({"skipped": e.to_string()}), Vec::new()),
+    };
+    let addr = match (base.host_str(), base.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        _ => return (json!({"skipped": "no address"}), Vec::new()),
+    };
+    let live = || rss_kib() as i64 * 1024;
+    let per = |before: i64, after: i64| round((after - before) as f64 / n as f64);
+    let h0 = live();
+    let mut tcps = Vec::with_capacity(n);
+    for _ in 0..n {
+        match TcpStream::connect(&addr).await {
+            Ok(t) => {
+                let _ = t.set_nodelay(true);
+                tcps.push(t)
+            }
+            Err(e) => return (json!({"skipped": format!("connect: {e}")}), Vec::new()),
+        }
+    }
+    let h1 = live();
+    let mut sockets = Vec::with_capacity(n);
+    for tcp in tcps {
+        let mut request = url.as_str().into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("Coder-Session-Token", token.expose().parse().expect("token header"));
+        match tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config())).await {
+            Ok((ws, _)) => sockets.push(ws),
+            Err(e) => return (json!({"skipped": format!("handshake: {e}")}), Vec::new()),
+        }
+    }
+    let h2 = live();
+    let sessions: Vec<Session> = sockets
+        .into_iter()
+        .map(|ws| Session::client(WsByteStream::new(ws), SessionConfig::default()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h3 = live();
+    let mut agents = Vec::with_capacity(n);
+    let mut errors = 0;
+    for session in sessions {
+        let conn = Connection::new(session, CURRENT_VERSION);
+        let agent = Agent28::new(conn.transport());
+        errors += usize::from(agent.get_manifest(Default::default()).await.is_err());
+        agents.push(agent);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let h4 = live();
+    let value = json!({
+        "connections": n,
+        "errors": errors,
+        "rss_bytes_per_connection": {
+            "tcp_socket": per(h0, h1),
+            "websocket_handshake": per(h1, h2),
+            "yamux_session": per(h2, h3),
+            "drpc_connection_first_call": per(h3, h4),
+            "total": per(h0, h4),
+        },
+        "websocket_read_buffer_bytes": coder_agentsdk::mux::websocket::READ_BUFFER_SIZE,
+    });
+    (value, agents)
 }
 
 /// Runs `calls` calls of `call` with `concurrency` in flight, keeping no

@@ -12,6 +12,9 @@
 //! `--handshake-timeout SECS`, `--first-stream-timeout SECS` and
 //! `--record-limit N` (reports kept per recording; older ones are dropped and
 //! counted, so a long run keeps nothing per call).
+//! Also `--tokens-file FILE` (more agent tokens, one per line, each a distinct
+//! agent, as `examples/fleet.rs --server-process` uses), `--keep-history
+//! false` (keep per-agent counters only, for long runs with many agents).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,7 +25,8 @@ use coder_agentsdk::server::EmbeddedServer;
 fn usage() -> ExitCode {
     eprintln!(
         "usage: server [--listen ADDR] [--token TOKEN] [--max-version MAJOR.MINOR] [--max-connections N]
-              [--max-streams N] [--handshake-timeout SECS] [--first-stream-timeout SECS] [--record-limit N]"
+              [--max-streams N] [--handshake-timeout SECS] [--first-stream-timeout SECS] [--record-limit N]
+              [--tokens-file FILE] [--keep-history true|false]"
     );
     ExitCode::from(2)
 }
@@ -68,6 +72,24 @@ async fn main() -> ExitCode {
                     builder.first_stream_timeout(timeout)
                 }
             }
+            "--tokens-file" => match std::fs::read_to_string(&value) {
+                Ok(text) => builder.tokens(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => {
+                    eprintln!("--tokens-file {value}: {e}");
+                    return usage();
+                }
+            },
+            "--keep-history" => match value.as_str() {
+                "true" => builder.keep_history(true),
+                "false" => builder.keep_history(false),
+                _ => return usage(),
+            },
             "--max-version" => match value.parse::<ApiVersion>() {
                 Ok(v) => builder.max_version(v),
                 Err(e) => {

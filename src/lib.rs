@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod drpc;
 pub mod error;
+pub mod fleet;
 mod http;
 pub mod mux;
 pub mod proto;

@@ -348,7 +348,9 @@ impl Session {
             close_timeout: config.close_timeout,
             pinger: config.keepalive.map(Pinger::new),
         };
-        tokio::spawn(driver.run());
+        // Boxed: an async fn's state machine would hold its argument twice
+        // (rustc #62958), and the driver is the largest state of a session.
+        tokio::spawn(Box::new(driver).run());
         Session {
             inner: Arc::new(SessionInner {
                 state,
@@ -453,7 +455,7 @@ impl<T> Driver<T>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         // Also runs if the task is dropped (runtime shutdown): nobody waits
         // forever on a session whose driver is gone.
         let _exit = ExitGuard(self.state.clone());
@@ -479,7 +481,7 @@ where
                 self.fail_pending_opens();
             }
         }
-        let Driver { conn, incoming_tx, .. } = self;
+        let Driver { conn, incoming_tx, .. } = *self;
         drop(incoming_tx);
         drop(conn);
     }

@@ -82,7 +82,10 @@ impl Client {
             keepalive: options.keepalive,
             ..Default::default()
         };
-        let session = Session::client(WsByteStream::new(ws), config);
+        let session = match ws {
+            Upgraded::Plain(ws) => Session::client(WsByteStream::new(ws), config),
+            Upgraded::Tls(ws) => Session::client(WsByteStream::new(ws), config),
+        };
         tracing::debug!("agent rpc connected");
         let conn = Connection::new(session, version);
         Ok(match options.default_deadline {
@@ -140,11 +143,17 @@ pinned_connects! {
     connect_rpc28 => (8, Agent28, Tailnet28, "v2.31"),
 }
 
+/// An upgraded websocket. A plain (`ws://`) one sits directly on its TCP
+/// stream: `MaybeTlsStream` reserves room for a whole rustls connection
+/// (1,104 bytes against 32 for the TCP stream), which every idle agent
+/// connection would carry for nothing.
+enum Upgraded {
+    Plain(WebSocketStream<tokio::net::TcpStream>),
+    Tls(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
+}
+
 /// One websocket upgrade of `url` with the token header.
-async fn upgrade(
-    url: &url::Url,
-    token: &SessionToken,
-) -> Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, Error> {
+async fn upgrade(url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -154,10 +163,28 @@ async fn upgrade(
     // Keeps the token out of any Debug print of the request.
     value.set_sensitive(true);
     request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+    if url.scheme() == "ws" {
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::InvalidUrl(format!("{url}: no host")))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        // As tokio-tungstenite's own dial: TCP connect, then no Nagle.
+        let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+            .await
+            .map_err(|e| upgrade_error(tungstenite::Error::Io(e), url))?;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(websocket::client_config()))
+                .await
+                .map_err(|e| upgrade_error(e, url))?;
+        return Ok(Upgraded::Plain(ws));
+    }
     let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
         .await
         .map_err(|e| upgrade_error(e, url))?;
-    Ok(ws)
+    Ok(Upgraded::Tls(ws))
 }
 
 /// Maps a failed websocket dial to the SDK error; a refused upgrade keeps

@@ -3,6 +3,7 @@
 //! report, with per-RPC fault injection for tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct FakeApi {
     log_limit_exceeded: Mutex<bool>,
     sub_agents: Mutex<Vec<agent::SubAgent>>,
     drop_connections: broadcast::Sender<()>,
+    /// Whether [`FakeApi::recorded`] keeps every report (default true).
+    keep_history: AtomicBool,
 }
 
 impl FakeApi {
@@ -103,6 +106,7 @@ impl FakeApi {
             log_limit_exceeded: Mutex::new(false),
             sub_agents: Mutex::new(Vec::new()),
             drop_connections: broadcast::channel(1).0,
+            keep_history: AtomicBool::new(true),
         }
     }
 
@@ -174,11 +178,23 @@ impl FakeApi {
         self.record_events.subscribe()
     }
 
+    /// Whether [`recorded`](Self::recorded) keeps every report (default
+    /// `true`). A server holding thousands of agents for a long time turns it
+    /// off: per-agent counters ([`AgentRecord`]) and [`subscribe`](Self::subscribe)
+    /// keep working, nothing grows per call.
+    pub fn set_keep_history(&self, keep: bool) {
+        self.keep_history.store(keep, Ordering::Relaxed);
+    }
+
     fn record(&self, r: Recorded) {
+        // Reports made on an agent's connection also count for that agent.
+        let _ = CURRENT_AGENT.try_with(|agent| agent.note(&r));
         if self.record_events.receiver_count() > 0 {
             let _ = self.record_events.send(r.clone());
         }
-        lock(&self.recorded).push(r);
+        if self.keep_history.load(Ordering::Relaxed) {
+            lock(&self.recorded).push(r);
+        }
     }
 
     /// Applies the fault configured for `name`, if any.
@@ -206,6 +222,112 @@ impl FakeApi {
     }
 }
 
+tokio::task_local! {
+    /// The agent whose connection the current RPC arrived on.
+    pub(crate) static CURRENT_AGENT: Arc<AgentEntry>;
+}
+
+/// The server's per-agent state: one per accepted token.
+#[derive(Debug)]
+pub(crate) struct AgentEntry {
+    /// The id reported in this agent's manifest.
+    pub(crate) agent_id: uuid::Uuid,
+    /// `Some(agent_id)` when the manifest's own id is replaced by it (every
+    /// token of [`ServerBuilder::tokens`](super::ServerBuilder::tokens));
+    /// `None` for the server's main token, which keeps the manifest's id.
+    pub(crate) own_id: Option<uuid::Uuid>,
+    pub(crate) connections_open: AtomicUsize,
+    pub(crate) connections_total: AtomicU64,
+    lifecycle_reports: AtomicU64,
+    /// The last lifecycle state reported (`agent::lifecycle::State` as i32).
+    last_lifecycle: std::sync::atomic::AtomicI32,
+    stats_reports: AtomicU64,
+    log_lines: AtomicU64,
+    metadata_reports: AtomicU64,
+    app_health_reports: AtomicU64,
+    other_reports: AtomicU64,
+}
+
+impl AgentEntry {
+    pub(crate) fn new(agent_id: uuid::Uuid, own_id: bool) -> Self {
+        AgentEntry {
+            agent_id,
+            own_id: own_id.then_some(agent_id),
+            connections_open: AtomicUsize::new(0),
+            connections_total: AtomicU64::new(0),
+            lifecycle_reports: AtomicU64::new(0),
+            last_lifecycle: std::sync::atomic::AtomicI32::new(agent::lifecycle::State::Unspecified as i32),
+            stats_reports: AtomicU64::new(0),
+            log_lines: AtomicU64::new(0),
+            metadata_reports: AtomicU64::new(0),
+            app_health_reports: AtomicU64::new(0),
+            other_reports: AtomicU64::new(0),
+        }
+    }
+
+    fn note(&self, r: &Recorded) {
+        let counter = match r {
+            Recorded::Lifecycle(l) => {
+                self.last_lifecycle.store(l.state, Ordering::Relaxed);
+                &self.lifecycle_reports
+            }
+            Recorded::Stats(_) => &self.stats_reports,
+            Recorded::Logs { logs, .. } => {
+                self.log_lines.fetch_add(logs.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Recorded::Metadata(_) => &self.metadata_reports,
+            Recorded::AppHealth(_) => &self.app_health_reports,
+            _ => &self.other_reports,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> AgentRecord {
+        AgentRecord {
+            agent_id: self.agent_id,
+            connections_open: self.connections_open.load(Ordering::SeqCst),
+            connections_total: self.connections_total.load(Ordering::SeqCst),
+            lifecycle_reports: self.lifecycle_reports.load(Ordering::Relaxed),
+            last_lifecycle: agent::lifecycle::State::try_from(self.last_lifecycle.load(Ordering::Relaxed))
+                .ok()
+                .filter(|s| *s != agent::lifecycle::State::Unspecified),
+            stats_reports: self.stats_reports.load(Ordering::Relaxed),
+            log_lines: self.log_lines.load(Ordering::Relaxed),
+            metadata_reports: self.metadata_reports.load(Ordering::Relaxed),
+            app_health_reports: self.app_health_reports.load(Ordering::Relaxed),
+            other_reports: self.other_reports.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the embedded server recorded for one agent (one accepted token):
+/// counters only, so that it stays small for thousands of agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentRecord {
+    /// The agent id its manifest carries.
+    pub agent_id: uuid::Uuid,
+    /// Its RPC connections open right now.
+    pub connections_open: usize,
+    /// RPC connections it has opened since the server started.
+    pub connections_total: u64,
+    /// `UpdateLifecycle` reports.
+    pub lifecycle_reports: u64,
+    /// The last lifecycle state it reported.
+    pub last_lifecycle: Option<agent::lifecycle::State>,
+    /// `UpdateStats` reports carrying stats.
+    pub stats_reports: u64,
+    /// Log lines received through `BatchCreateLogs`.
+    pub log_lines: u64,
+    /// `BatchUpdateMetadata` reports.
+    pub metadata_reports: u64,
+    /// `BatchUpdateAppHealths` reports.
+    pub app_health_reports: u64,
+    /// Every other recorded report.
+    pub other_reports: u64,
+}
+
 /// Locks a mutex, recovering from a panic in another holder (the data stays usable).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -228,7 +350,12 @@ pub struct FakeApiHandle(pub Arc<FakeApi>);
 impl AgentServer for FakeApiHandle {
     async fn get_manifest(&self, _: agent::GetManifestRequest) -> Result<agent::Manifest, RpcError> {
         self.0.enter("GetManifest").await?;
-        Ok(self.0.manifest())
+        let mut manifest = self.0.manifest();
+        // Each token is its own agent: its id replaces the manifest's.
+        if let Ok(Some(id)) = CURRENT_AGENT.try_with(|agent| agent.own_id) {
+            manifest.agent_id = id.as_bytes().to_vec();
+        }
+        Ok(manifest)
     }
 
     async fn get_service_banner(&self, _: agent::GetServiceBannerRequest) -> Result<agent::ServiceBanner, RpcError> {

@@ -13,6 +13,7 @@ mod recording;
 pub mod rest;
 mod rpc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
 use tokio_util::sync::CancellationToken;
 
-pub use api::{FakeApi, FakeApiHandle, Fault, Recorded};
+pub use api::{AgentRecord, FakeApi, FakeApiHandle, Fault, Recorded};
 pub use recording::DEFAULT_RECORD_LIMIT;
 pub use rpc::validate_version;
 
@@ -45,6 +46,8 @@ pub struct ServerBuilder {
     keepalive: Option<(Duration, Duration)>,
     limits: Limits,
     record_limit: usize,
+    tokens: Vec<String>,
+    keep_history: bool,
 }
 
 /// Limits that protect the server from slow or hostile peers. Set through
@@ -93,6 +96,8 @@ impl Default for ServerBuilder {
             keepalive: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
             limits: Limits::default(),
             record_limit: DEFAULT_RECORD_LIMIT,
+            tokens: Vec::new(),
+            keep_history: true,
         }
     }
 }
@@ -101,6 +106,26 @@ impl ServerBuilder {
     /// The agent token the server accepts (default: a random UUID).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
+        self
+    }
+
+    /// More agent tokens to accept, each a distinct agent: its manifest
+    /// carries its own agent id and the server counts its connections and
+    /// reports separately ([`EmbeddedServer::agents`]). The main
+    /// [`token`](Self::token) stays accepted. Duplicates count once.
+    pub fn tokens<I, T>(mut self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tokens.extend(tokens.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether [`FakeApi::recorded`] keeps every report (default `true`);
+    /// see [`FakeApi::set_keep_history`].
+    pub fn keep_history(mut self, keep: bool) -> Self {
+        self.keep_history = keep;
         self
     }
 
@@ -179,9 +204,21 @@ impl ServerBuilder {
         let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
         api.set_record_limit(self.record_limit);
+        api.set_keep_history(self.keep_history);
         let handle = FakeApiHandle(api.clone());
+        let mut agents = HashMap::with_capacity(self.tokens.len() + 1);
+        agents.insert(
+            self.token.clone(),
+            Arc::new(api::AgentEntry::new(uuid::Uuid::new_v4(), false)),
+        );
+        for token in self.tokens {
+            agents
+                .entry(token)
+                .or_insert_with(|| Arc::new(api::AgentEntry::new(uuid::Uuid::new_v4(), true)));
+        }
         let state = ServerState {
             inner: Arc::new(StateInner {
+                agent_tokens: agents,
                 token: self.token,
                 keepalive: self.keepalive,
                 limits: self.limits,
@@ -257,6 +294,27 @@ impl EmbeddedServer {
     /// The agent token it accepts.
     pub fn token(&self) -> &str {
         &self.state.inner.token
+    }
+
+    /// What the server recorded per agent token (the main token first, then
+    /// the others of [`ServerBuilder::tokens`] in no particular order).
+    pub fn agents(&self) -> Vec<AgentRecord> {
+        let inner = &self.state.inner;
+        let main = inner.agent_tokens.get(&inner.token).map(|a| a.snapshot());
+        main.into_iter()
+            .chain(
+                inner
+                    .agent_tokens
+                    .iter()
+                    .filter(|(t, _)| **t != inner.token)
+                    .map(|(_, a)| a.snapshot()),
+            )
+            .collect()
+    }
+
+    /// What the server recorded for the agent with this token.
+    pub fn agent(&self, token: &str) -> Option<AgentRecord> {
+        self.state.inner.agent_tokens.get(token).map(|a| a.snapshot())
     }
 
     /// The RPC state: manifest, recorded reports, fault injection.
@@ -335,6 +393,8 @@ pub(crate) struct ServerState {
 #[derive(Debug)]
 struct StateInner {
     token: String,
+    /// Every accepted token and its agent.
+    agent_tokens: HashMap<String, Arc<api::AgentEntry>>,
     keepalive: Option<(Duration, Duration)>,
     limits: Limits,
     /// TCP connections held right now.
@@ -440,6 +500,15 @@ pub(crate) fn api_error(status: StatusCode, body: ErrorBody) -> Response<Body> {
 /// coderd's workspace-agent authentication: the token from the cookie, the
 /// query or the header; 401 with coderd's messages when missing or wrong.
 pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> Result<(), Box<Response<Body>>> {
+    authenticate_agent(state, headers, uri).map(|_| ())
+}
+
+/// [`authenticate`], returning the agent the token belongs to.
+pub(crate) fn authenticate_agent(
+    state: &ServerState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<api::AgentEntry>, Box<Response<Body>>> {
     let from_cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -466,7 +535,7 @@ pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap, uri: &Uri) 
                 ..ErrorBody::default()
             },
         ))),
-        Some(t) if t == state.inner.token => Ok(()),
+        Some(t) if state.inner.agent_tokens.contains_key(&t) => Ok(state.inner.agent_tokens[&t].clone()),
         Some(_) => Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             ErrorBody {

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{api_error, authenticate, ServerState};
+use super::{api_error, authenticate_agent, ServerState};
 use crate::drpc::{conn, ApiVersion};
 use crate::error::{Response as ErrorBody, ValidationError};
 use crate::mux::websocket::{self, WsByteStream};
@@ -67,9 +67,10 @@ pub(crate) async fn handle(
     Query(query): Query<RpcQuery>,
     mut request: Request<Body>,
 ) -> Response<Body> {
-    if let Err(response) = authenticate(&state, request.headers(), request.uri()) {
-        return *response;
-    }
+    let agent = match authenticate_agent(&state, request.headers(), request.uri()) {
+        Ok(agent) => agent,
+        Err(response) => return *response,
+    };
     // coderd treats a missing or empty version as 2.0 (Go's `Query().Get`
     // cannot tell them apart).
     let requested = query.version.as_deref().filter(|v| !v.is_empty()).unwrap_or("2.0");
@@ -122,7 +123,7 @@ pub(crate) async fn handle(
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket::server_config()))
                 .await;
-        serve_session(state, ws, version, role).await;
+        serve_session(state, ws, version, role, agent).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -153,8 +154,13 @@ fn websocket_accept(headers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).ok()
 }
 
-async fn serve_session<S>(state: ServerState, ws: WebSocketStream<S>, version: ApiVersion, role: String)
-where
+async fn serve_session<S>(
+    state: ServerState,
+    ws: WebSocketStream<S>,
+    version: ApiVersion,
+    role: String,
+    agent: std::sync::Arc<super::api::AgentEntry>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Go's yamux server has no limit on open streams, only on un-accepted
@@ -179,7 +185,11 @@ where
         },
         session.clone(),
     );
-    tracing::debug!(%version, %role, "agent rpc session started");
+    agent.connections_open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    agent
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    tracing::debug!(%version, %role, agent = %agent.agent_id, "agent rpc session started");
     let router = state.router();
     let mut drop_requests = state.api().connection_drop_requests();
     // A peer that upgrades and then opens no stream is closed after this.
@@ -192,12 +202,13 @@ where
                 let Some(stream) = stream else { break };
                 streams_seen = true;
                 let router = router.clone();
-                tokio::spawn(async move {
+                // The call's reports are also counted for this agent.
+                tokio::spawn(super::api::CURRENT_AGENT.scope(agent.clone(), async move {
                     let id = stream.id();
                     if let Err(e) = conn::serve_stream(stream, router).await {
                         tracing::debug!(stream = id, error = %e, "drpc stream ended with an error");
                     }
-                });
+                }));
             }
             _ = drop_requests.recv() => {
                 session.close();
@@ -215,6 +226,7 @@ where
         }
     }
     state.connection_closed(&connection);
+    agent.connections_open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     tracing::debug!("agent rpc session ended");
 }
 

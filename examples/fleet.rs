@@ -1,0 +1,634 @@
+//! Many workspace agents in one process, for scale tests (`coder_agentsdk::fleet`).
+//!
+//! ```text
+//! cargo run --release --example fleet                                  # 100 agents, embedded coderd, 10 s
+//! cargo run --release --example fleet -- --agents 1000 --duration 30s
+//! cargo run --release --example fleet -- --agents 10000 --server-process   # server in its own process
+//! cargo run --release --example fleet -- --agents 1000 --restart-every 20s --duration 60s
+//! CODER_AGENT_URL=https://coder.example.com cargo run --release --example fleet -- --tokens tokens.txt
+//! ```
+//!
+//! Modes:
+//! * default: an embedded coderd in this process accepting N generated
+//!   tokens, each a distinct agent (memory and CPU figures include the server);
+//! * `--server-process`: the same server, run as the `server` example in a
+//!   child process (it must be built: `cargo build --release --example
+//!   server`), so the figures are the fleet's alone; the server's own RSS
+//!   and CPU are reported as `server_*`;
+//! * `CODER_AGENT_URL` + `--tokens FILE`: a real deployment, one agent token
+//!   per line (`--agents` defaults to the number of tokens; a smaller N uses
+//!   the first N).
+//!
+//! Options: `--agents N` (default 100, or the number of tokens),
+//! `--duration D` how long to hold once every agent is up or failed (default
+//! 10s), `--restart-every D` (not with a real deployment) stops and restarts
+//! the server every D while holding, `--dials N` dials in flight at most
+//! (default 64), `--logs LINES_PER_S` with `--log-bytes N` (default 100),
+//! `--metadata D`, `--app-health D`.
+//!
+//! Prints a progress line (rewritten in place on a terminal, one line a
+//! second otherwise) on stderr and, at the end, one JSON summary on stdout:
+//! `agents connected failed connect_wall_s rss_kib rss_per_agent_kib
+//! cpu_s_idle_per_1000_agents reconnects calls_ok calls_failed`, plus
+//! restart and server figures when they apply. RSS per agent is (RSS with
+//! all agents connected − RSS before the first dial) / agents;
+//! `cpu_s_idle_per_1000_agents` is the CPU time used while holding, in CPU
+//! seconds per wall-clock second, per 1,000 agents (keepalives, pings and
+//! stats included).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use coder_agentsdk::fleet::{Fleet, FleetCounters, Profile};
+use coder_agentsdk::server::EmbeddedServer;
+use serde_json::json;
+
+const USAGE: &str = "usage: fleet [--agents N] [--duration D] [--tokens FILE] [--server-process] [--restart-every D]
+             [--dials N] [--logs LINES_PER_S] [--log-bytes N] [--metadata D] [--app-health D]
+  with CODER_AGENT_URL set, --tokens FILE is required and agents dial that deployment";
+
+#[derive(Debug, Default)]
+struct Options {
+    agents: Option<usize>,
+    duration: Option<Duration>,
+    tokens: Option<String>,
+    server_process: bool,
+    restart_every: Option<Duration>,
+    dials: Option<usize>,
+    logs: Option<f64>,
+    log_bytes: Option<usize>,
+    metadata: Option<Duration>,
+    app_health: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?}: use e.g. 3s, 500ms or 2m");
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--server-process" {
+            o.server_process = true;
+            continue;
+        }
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.to_owned());
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = |v: &str| v.parse::<usize>().map_err(|_| format!("{flag}: not a number: {v}"));
+        match flag.as_str() {
+            "--agents" => o.agents = Some(number(&value)?),
+            "--duration" => o.duration = Some(parse_duration(&value)?),
+            "--tokens" => o.tokens = Some(value),
+            "--restart-every" => o.restart_every = Some(parse_duration(&value)?),
+            "--dials" => o.dials = Some(number(&value)?),
+            "--logs" => o.logs = Some(value.parse().map_err(|_| format!("--logs: not a number: {value}"))?),
+            "--log-bytes" => o.log_bytes = Some(number(&value)?),
+            "--metadata" => o.metadata = Some(parse_duration(&value)?),
+            "--app-health" => o.app_health = Some(parse_duration(&value)?),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------
+// Process figures from /proc (0 where unavailable).
+// ---------------------------------------------------------------------------
+
+fn rss_kib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime in seconds.
+fn cpu_s_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // USER_HZ is 100 on every Linux platform Rust targets.
+    100.0
+}
+
+/// Raises the soft open-file limit to the hard limit; returns (soft, hard).
+fn raise_nofile() -> (u64, u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("fleet: cannot raise the open-file limit: {e}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    (now.current.unwrap_or(u64::MAX), now.maximum.unwrap_or(u64::MAX))
+}
+
+// ---------------------------------------------------------------------------
+// The server: embedded, in a child process, or none (real deployment).
+// ---------------------------------------------------------------------------
+
+enum Server {
+    Embedded(Option<EmbeddedServer>, Vec<String>),
+    Process(Option<Child>, String, SocketAddr),
+    Remote,
+}
+
+impl Server {
+    async fn start_embedded(tokens: Vec<String>, addr: Option<SocketAddr>) -> Result<EmbeddedServer, String> {
+        for _ in 0..200 {
+            let mut b = EmbeddedServer::builder()
+                .tokens(tokens.iter().cloned())
+                .keep_history(false);
+            if let Some(addr) = addr {
+                b = b.listen(addr);
+            }
+            match b.start().await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => return Err(format!("start the embedded server: {e}")),
+            }
+        }
+        Err("the server's address stayed in use".to_owned())
+    }
+
+    fn spawn_process(tokens_file: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let server = exe.with_file_name("server");
+        let mut child = Command::new(&server)
+            .args([
+                "--listen",
+                listen,
+                "--tokens-file",
+                tokens_file,
+                "--keep-history",
+                "false",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot run {} ({e}); build it first: cargo build --release --example server",
+                    server.display()
+                )
+            })?;
+        let stdout = child.stdout.take().ok_or("no server stdout")?;
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        // Keep draining its output: a closed pipe would kill it at its next line.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|u| url::Url::parse(u).ok())
+            .ok_or_else(|| format!("unexpected server output {line:?}"))?;
+        let addr = url
+            .socket_addrs(|| None)
+            .ok()
+            .and_then(|a| a.first().copied())
+            .ok_or("server url has no address")?;
+        Ok((child, addr))
+    }
+
+    fn pid(&self) -> Option<String> {
+        match self {
+            Server::Process(Some(child), ..) => Some(child.id().to_string()),
+            _ => None,
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Server::Embedded(server, _) => drop(server.take()),
+            Server::Process(child, ..) => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Server::Remote => {}
+        }
+    }
+
+    async fn restart(&mut self, addr: SocketAddr) -> Result<(), String> {
+        self.stop();
+        match self {
+            Server::Embedded(server, tokens) => {
+                *server = Some(Self::start_embedded(tokens.clone(), Some(addr)).await?);
+            }
+            Server::Process(child, tokens_file, _) => {
+                let mut last = String::new();
+                for _ in 0..200 {
+                    match Self::spawn_process(tokens_file, &addr.to_string()) {
+                        Ok((c, _)) => {
+                            *child = Some(c);
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            last = e;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                return Err(last);
+            }
+            Server::Remote => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Progress and dial-rate sampling.
+// ---------------------------------------------------------------------------
+
+struct Progress {
+    tty: bool,
+    start: Instant,
+    last_line: Instant,
+    last_calls: u64,
+    last_at: Instant,
+    /// (time, dials) samples of the last second, for the peak dial rate.
+    dial_samples: std::collections::VecDeque<(Instant, u64)>,
+    peak_dials_per_s: f64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let now = Instant::now();
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            start: now,
+            last_line: now,
+            last_calls: 0,
+            last_at: now,
+            dial_samples: Default::default(),
+            peak_dials_per_s: 0.0,
+        }
+    }
+
+    /// Samples the counters (call every 100 ms); prints when due.
+    fn sample(&mut self, c: &FleetCounters, rss_kib: u64) {
+        let now = Instant::now();
+        self.dial_samples.push_back((now, c.dials));
+        while let Some(&(t, _)) = self.dial_samples.front() {
+            if now.duration_since(t) > Duration::from_secs(1) {
+                self.dial_samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let (Some(&(t0, d0)), true) = (self.dial_samples.front(), self.dial_samples.len() > 5) {
+            let dt = now.duration_since(t0).as_secs_f64();
+            if dt > 0.5 {
+                self.peak_dials_per_s = self.peak_dials_per_s.max((c.dials - d0) as f64 / dt);
+            }
+        }
+        let due = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        if now.duration_since(self.last_line) < due {
+            return;
+        }
+        let calls = c.calls_ok + c.calls_failed;
+        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        let calls_per_s = (calls - self.last_calls) as f64 / dt;
+        self.last_calls = calls;
+        self.last_at = now;
+        self.last_line = now;
+        let line = format!(
+            "{:7.1}s  agents {}  connected {}  ready {}  reconnecting {}  failed {}  calls/s {:.0}  rss {} MiB",
+            now.duration_since(self.start).as_secs_f64(),
+            c.agents,
+            c.connected,
+            c.ready,
+            c.reconnecting,
+            c.failed,
+            calls_per_s,
+            rss_kib / 1024
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+/// Waits until `done`, sampling progress every 100 ms; returns whether it
+/// held before `timeout`.
+async fn watch(
+    fleet: &Fleet,
+    progress: &mut Progress,
+    timeout: Duration,
+    done: impl Fn(&FleetCounters) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = fleet.counters();
+        progress.sample(&c, rss_kib_of("self"));
+        if done(&c) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (soft, hard) = raise_nofile();
+
+    // Tokens and server.
+    let remote_url = std::env::var("CODER_AGENT_URL").ok().filter(|u| !u.is_empty());
+    let (tokens, mut server, url) = match &remote_url {
+        Some(url) => {
+            let Some(file) = &o.tokens else {
+                eprintln!("CODER_AGENT_URL is set: --tokens FILE is required\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            if o.restart_every.is_some() || o.server_process {
+                eprintln!("--restart-every and --server-process need the embedded server (no CODER_AGENT_URL)");
+                return ExitCode::from(2);
+            }
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("--tokens {file}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut tokens: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            if let Some(n) = o.agents {
+                if n > tokens.len() {
+                    eprintln!("--agents {n}: the file has only {} tokens", tokens.len());
+                    return ExitCode::from(2);
+                }
+                tokens.truncate(n);
+            }
+            (tokens, Server::Remote, url.clone())
+        }
+        None => {
+            let n = o.agents.unwrap_or(100);
+            let tokens: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+            if o.server_process {
+                let path = std::env::temp_dir().join(format!("fleet-tokens-{}.txt", std::process::id()));
+                if let Err(e) = std::fs::write(&path, tokens.join("\n")) {
+                    eprintln!("write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                let path = path.display().to_string();
+                match Server::spawn_process(&path, "127.0.0.1:0") {
+                    Ok((child, addr)) => (
+                        tokens,
+                        Server::Process(Some(child), path, addr),
+                        format!("http://{addr}/"),
+                    ),
+                    Err(e) => {
+                        eprintln!("fleet: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                match Server::start_embedded(tokens.clone(), None).await {
+                    Ok(s) => {
+                        let url = s.url().to_string();
+                        (tokens.clone(), Server::Embedded(Some(s), tokens), url)
+                    }
+                    Err(e) => {
+                        eprintln!("fleet: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+    };
+    let agents = tokens.len();
+    // Each agent holds one socket (two in embedded mode: the server's end too).
+    let need = agents as u64 * if matches!(server, Server::Embedded(..)) { 2 } else { 1 } + 64;
+    if soft < need {
+        eprintln!(
+            "fleet: the open-file limit is {soft} (hard {hard}), too low for {agents} agents (about {need} needed); raise the hard limit (ulimit -Hn)"
+        );
+    } else {
+        eprintln!("fleet: open-file limit raised to {soft}");
+    }
+    let server_addr = match &server {
+        Server::Embedded(Some(s), _) => Some(s.addr()),
+        Server::Process(_, _, addr) => Some(*addr),
+        _ => None,
+    };
+    let duration = o.duration.unwrap_or(Duration::from_secs(10));
+
+    let mut profile = Profile::default();
+    if let Some(lines) = o.logs {
+        profile = profile.logs(lines, o.log_bytes.unwrap_or(100));
+    }
+    if let Some(d) = o.metadata {
+        profile = profile.metadata(d);
+    }
+    if let Some(d) = o.app_health {
+        profile = profile.app_health(d);
+    }
+
+    // Memory before the first dial, after the server (if embedded) is up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_kib_of("self");
+    let server_rss_before = server.pid().map(|p| rss_kib_of(&p));
+    let started = Instant::now();
+    let fleet = match Fleet::builder(&url)
+        .tokens(tokens)
+        .profile(profile)
+        .max_dials_in_flight(o.dials.unwrap_or(coder_agentsdk::fleet::DEFAULT_MAX_DIALS_IN_FLIGHT))
+        .start()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut progress = Progress::new();
+    // Up: every agent ready or failed (bounded: 10 minutes at most).
+    let settled = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
+        c.ready + c.failed == c.agents
+    })
+    .await;
+    let connect_wall = started.elapsed();
+    let up_peak_dials_per_s = progress.peak_dials_per_s;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_up = rss_kib_of("self");
+    let server_rss_up = server.pid().map(|p| rss_kib_of(&p));
+    let connected_at_up = fleet.counters().connected;
+
+    // Hold, measuring CPU; restart the server on schedule.
+    let cpu_before = cpu_s_of("self");
+    let server_cpu_before = server.pid().map(|p| cpu_s_of(&p));
+    let hold_start = Instant::now();
+    let mut restarts = Vec::new();
+    // Idle CPU is measured until the first restart (or the end of the hold).
+    let mut idle_window: Option<(f64, Option<f64>, f64)> = None;
+    let mut next_restart = o.restart_every.map(|d| hold_start + d);
+    while hold_start.elapsed() < duration {
+        if let (Some(at), Some(addr)) = (next_restart, server_addr) {
+            if Instant::now() >= at {
+                if idle_window.is_none() {
+                    idle_window = Some((
+                        cpu_s_of("self"),
+                        server.pid().map(|p| cpu_s_of(&p)),
+                        hold_start.elapsed().as_secs_f64(),
+                    ));
+                }
+                let before = fleet.counters();
+                progress.peak_dials_per_s = 0.0;
+                let t = Instant::now();
+                if let Err(e) = server.restart(addr).await {
+                    eprintln!("fleet: restart failed: {e}");
+                    break;
+                }
+                // Wait until the agents have noticed, then until all are back.
+                watch(&fleet, &mut progress, Duration::from_secs(30), |c| {
+                    c.ready < c.agents - c.failed
+                })
+                .await;
+                let back = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
+                    c.ready + c.failed == c.agents
+                })
+                .await;
+                let after = fleet.counters();
+                restarts.push(json!({
+                    "all_back": back,
+                    "all_back_s": (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    "lost": after.failed - before.failed,
+                    "peak_dials_per_s": progress.peak_dials_per_s.round(),
+                }));
+                next_restart = o.restart_every.map(|d| Instant::now() + d);
+            }
+        }
+        let c = fleet.counters();
+        progress.sample(&c, rss_kib_of("self"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (cpu_end, server_cpu_end, held) = idle_window.unwrap_or_else(|| {
+        (
+            cpu_s_of("self"),
+            server.pid().map(|p| cpu_s_of(&p)),
+            hold_start.elapsed().as_secs_f64(),
+        )
+    });
+    let cpu_idle = cpu_end - cpu_before;
+    let server_cpu_idle = server_cpu_end.zip(server_cpu_before).map(|(end, before)| end - before);
+    progress.finish();
+    let c = fleet.counters();
+    for f in fleet.failures().iter().take(10) {
+        eprintln!("agent {} failed: {}", f.index, f.error);
+    }
+    let shut = fleet.shutdown(Duration::from_secs(30)).await;
+    server.stop();
+
+    let per_agent =
+        |before: u64, after: u64| ((after.saturating_sub(before)) as f64 / agents.max(1) as f64 * 10.0).round() / 10.0;
+    let per_1000 = |cpu: f64| (cpu / held.max(1e-3) / agents.max(1) as f64 * 1000.0 * 10_000.0).round() / 10_000.0;
+    let mut summary = json!({
+        "agents": agents,
+        "connected": connected_at_up,
+        "failed": c.failed,
+        "settled": settled,
+        "connect_wall_s": (connect_wall.as_secs_f64() * 1000.0).round() / 1000.0,
+        "connect_peak_dials_per_s": up_peak_dials_per_s.round(),
+        "rss_kib": rss_up,
+        "rss_per_agent_kib": per_agent(rss_before, rss_up),
+        "rss_includes_server": matches!(server, Server::Embedded(..)),
+        "cpu_s_idle_per_1000_agents": per_1000(cpu_idle),
+        "cpu_idle_note": "CPU seconds per wall-clock second while holding (until the first restart), per 1,000 agents",
+        "idle_window_s": (held * 10.0).round() / 10.0,
+        "reconnects": c.reconnects,
+        "calls_ok": c.calls_ok,
+        "calls_failed": c.calls_failed,
+        "bytes_sent": c.bytes_sent,
+        "bytes_received": c.bytes_received,
+        "shutdown_clean": shut,
+    });
+    if !restarts.is_empty() {
+        summary["restarts"] = json!(restarts);
+    }
+    if let (Some(before), Some(up)) = (server_rss_before, server_rss_up) {
+        summary["server_rss_kib"] = json!(up);
+        summary["server_rss_per_session_kib"] = json!(per_agent(before, up));
+    }
+    if let Some(cpu) = server_cpu_idle {
+        summary["server_cpu_s_idle_per_1000_agents"] = json!(per_1000(cpu));
+    }
+    println!("{summary}");
+    if c.failed > 0 || !settled {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
