@@ -234,20 +234,58 @@ async fn websocket_text_message_ends_the_session_and_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn websocket_ping_flood_from_a_reading_peer_gets_every_pong() {
+    // A Go peer's `Conn.Ping` waits for the pong carrying its own payload;
+    // a flood of 5,000 distinct pings from a peer that reads must get all
+    // 5,000 pongs, or those pings would wait forever.
+    let server = server().await;
+    let ws = attacker(&server).await;
+    let (mut sink, mut stream) = ws.split();
+    let reader = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 5_000 {
+            match stream.next().await {
+                Some(Ok(Message::Pong(p))) => {
+                    seen.insert(String::from_utf8_lossy(&p).into_owned());
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+        seen.len()
+    });
+    guard("5,000 pings written", async {
+        for i in 0..5_000u32 {
+            sink.feed(Message::Ping(Bytes::from(format!("ping-{i}"))))
+                .await
+                .unwrap();
+        }
+        sink.flush().await.unwrap();
+    })
+    .await;
+    assert_eq!(guard("every pong back", reader).await.unwrap(), 5_000);
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
 async fn websocket_ping_flood_is_survived_and_the_peer_is_not_stuck() {
+    // 200,000 pings of 125 bytes (25 MB) written without reading a single
+    // pong. The server keeps reading (tungstenite keeps one pong pending);
+    // once its own writes have been blocked for the write timeout it ends
+    // the session. Either way the attacker's writes never hang.
     let server = server().await;
     let mut ws = attacker(&server).await;
-    // 20,000 pings, written without reading a single pong.
     let payload = Bytes::from(vec![7u8; 125]);
-    guard("ping flood written", async {
-        for _ in 0..20_000 {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..200_000 {
             if ws.feed(Message::Ping(payload.clone())).await.is_err() {
                 break;
             }
         }
         let _ = ws.flush().await;
     })
-    .await;
+    .await
+    .expect("the attacker's writes are not stuck");
     fresh_agent_is_served(&server).await;
     drop(ws);
     server_forgets_connections(&server).await;
@@ -459,6 +497,7 @@ async fn yamux_ten_thousand_idle_streams_are_refused_with_rst_past_the_cap() {
     // RST too).
     let cap = coder_agentsdk::server::DEFAULT_MAX_STREAMS_PER_CONNECTION;
     let mut refused = std::collections::BTreeSet::new();
+    let mut acked = std::collections::BTreeSet::new();
     guard("every stream open or refused", async {
         let mut bytes = Vec::new();
         loop {
@@ -468,6 +507,9 @@ async fn yamux_ten_thousand_idle_streams_are_refused_with_rst_past_the_cap() {
                 if let Some(&(_, flags, id, _)) = f.first() {
                     if flags & RST != 0 {
                         refused.insert(id);
+                    }
+                    if flags & ACK != 0 {
+                        acked.insert(id);
                     }
                 }
                 let body = if rest[1] == DATA {
@@ -482,7 +524,7 @@ async fn yamux_ten_thousand_idle_streams_are_refused_with_rst_past_the_cap() {
             }
             let consumed = bytes.len() - rest.len();
             bytes.drain(..consumed);
-            if refused.len() + server.open_streams() == 10_000 {
+            if refused.len() + server.open_streams() == 10_000 && acked.len() >= server.open_streams() {
                 return;
             }
             match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
@@ -500,6 +542,11 @@ async fn yamux_ten_thousand_idle_streams_are_refused_with_rst_past_the_cap() {
         refused.iter().all(|id| id % 2 == 1 && *id < 20_000),
         "RSTs only for the attacker's streams"
     );
+    // Every stream got an answer at once, ACK or RST, as from hashicorp/yamux:
+    // a Go client counts unanswered SYNs against its backlog of 256 and
+    // would block on the 257th idle stream otherwise.
+    let answered: std::collections::BTreeSet<u32> = acked.union(&refused).copied().collect();
+    assert_eq!(answered.len(), 10_000, "{} streams answered", answered.len());
     drop(ws);
     server_forgets_connections(&server).await;
 }

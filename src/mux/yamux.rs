@@ -504,7 +504,7 @@ where
             // dropped streams. Must run even when nobody uses the session.
             loop {
                 match self.conn.poll_next_inbound(cx) {
-                    Poll::Ready(Some(Ok(stream))) => self.on_inbound(stream),
+                    Poll::Ready(Some(Ok(stream))) => self.on_inbound(stream, cx),
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(MuxError::from_connection(e))),
                     Poll::Ready(None) => return Poll::Ready(Some(MuxError::PeerClosed)),
                     Poll::Pending => break,
@@ -553,7 +553,7 @@ where
         }
     }
 
-    fn on_inbound(&mut self, stream: yamux::Stream) {
+    fn on_inbound(&mut self, mut stream: yamux::Stream, cx: &mut Context<'_>) {
         let id = stream.id().val();
         let Some(tx) = &self.incoming_tx else {
             tracing::debug!(stream = id, "refusing inbound yamux stream on a client session");
@@ -563,6 +563,19 @@ where
             tracing::warn!(stream = id, "too many inbound yamux streams; refusing");
             return;
         }
+        if tx.capacity() == 0 {
+            tracing::warn!(stream = id, "yamux accept backlog full; refusing stream");
+            return;
+        }
+        // Acknowledge at once, as hashicorp/yamux does when a stream is
+        // accepted. The `yamux` crate would put the ACK on our first write
+        // only, and a Go client counts streams not yet acknowledged against
+        // its AcceptBacklog (256): past that, its OpenStream blocks, so idle
+        // streams would hang the peer. An empty write makes the crate send a
+        // zero-length Data frame carrying the ACK (Go reads it as an ACK and
+        // no data); if the stream's queue is not ready, the ACK rides on the
+        // first write as before.
+        let _ = futures::AsyncWrite::poll_write(Pin::new(&mut stream), cx, &[]);
         let stream = MuxStream::new(stream, self.state.clone(), None, true);
         match tx.try_send(stream) {
             Ok(()) => {}
