@@ -147,6 +147,9 @@ pinned_connects! {
 /// stream: `MaybeTlsStream` reserves room for a whole rustls connection
 /// (1,104 bytes against 32 for the TCP stream), which every idle agent
 /// connection would carry for nothing.
+// Only handed from the dial to the session driver, never stored: boxing the
+// large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Upgraded {
     Plain(WebSocketStream<tokio::net::TcpStream>),
     Tls(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
