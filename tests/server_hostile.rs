@@ -458,17 +458,21 @@ async fn yamux_ping_flood_from_a_peer_that_never_reads_is_cut_after_the_write_ti
         .flat_map(|i| yamux_frame(0, PING, SYN, 0, i, &[]))
         .collect();
     let batch = Bytes::from(batch);
+    // The server may keep reading (it answers at most a bounded number of
+    // pings while its writes are blocked and drops the rest), so the
+    // attacker keeps sending until the write timeout ends the session.
     let cut = tokio::time::timeout(Duration::from_secs(60), async {
-        for _ in 0..10_000 {
+        loop {
             if ws.send(Message::Binary(batch.clone())).await.is_err() {
-                return true;
+                return;
             }
         }
-        false
     })
-    .await
-    .expect("the attacker's writes are not stuck for 60 s");
-    assert!(cut, "the server ended the session of a peer that never reads");
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the server ended the session of a peer that never reads within 60 s"
+    );
     drop(ws);
     server_forgets_connections(&server).await;
     fresh_agent_is_served(&server).await;

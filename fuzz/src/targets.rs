@@ -709,8 +709,11 @@ pub fn convert(data: &[u8]) {
     }
 }
 
+/// One fuzz entry point: it takes the input and panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the corpus replay test walks this table).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("drpc_wire", drpc_wire),
     ("drpc_payloads", drpc_payloads),
     ("ws_bytes", ws_bytes),
