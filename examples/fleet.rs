@@ -168,7 +168,10 @@ enum Server {
 impl Server {
     async fn start_embedded(tokens: Vec<String>, addr: Option<SocketAddr>) -> Result<EmbeddedServer, String> {
         for _ in 0..200 {
+            // One connection per agent, plus room for reconnects still being
+            // torn down; the default cap (4096) protects a normal server.
             let mut b = EmbeddedServer::builder()
+                .max_connections(tokens.len() + 1024)
                 .tokens(tokens.iter().cloned())
                 .keep_history(false);
             if let Some(addr) = addr {
@@ -188,6 +191,9 @@ impl Server {
     fn spawn_process(tokens_file: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let server = exe.with_file_name("server");
+        // As in `start_embedded`: a connection per agent, plus reconnect room.
+        let agents = std::fs::read_to_string(tokens_file).map_or(0, |t| t.lines().count());
+        let max_connections = (agents + 1024).to_string();
         let mut child = Command::new(&server)
             .args([
                 "--listen",
@@ -196,6 +202,8 @@ impl Server {
                 tokens_file,
                 "--keep-history",
                 "false",
+                "--max-connections",
+                &max_connections,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
