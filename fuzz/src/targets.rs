@@ -594,7 +594,7 @@ pub fn settings(data: &[u8]) {
         })
         .clone();
     let built = Client::builder(url)
-        .http_client(http)
+        .http_client(http.clone())
         .auth_method(method, token, metadata_url)
         .and_then(|b| b.build());
     let client = match built {
@@ -606,7 +606,18 @@ pub fn settings(data: &[u8]) {
     };
     if let Some(token) = token.filter(|t| t.len() >= 12 && !url.contains(*t)) {
         let shown = format!("{client:?}");
-        assert!(!shown.contains(token), "token in Debug output: {shown}");
+        if shown.contains(token) {
+            // The token's text may also come from elsewhere (the URL after
+            // normalisation, the Debug format itself): it is a leak only if
+            // the same client with another token does not show that text.
+            let other = Client::builder(url)
+                .http_client(http)
+                .auth_method(method, Some("\u{1}other-token\u{1}"), metadata_url)
+                .and_then(|b| b.build());
+            if let Ok(other) = other {
+                assert!(format!("{other:?}").contains(token), "token in Debug output: {shown}");
+            }
+        }
     }
     match rpc_url(client.base_url(), ApiVersion::new(2, minor), role) {
         Ok(u) => {
