@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Writes the seed inputs under fuzz/seeds/<target>/ from the project's own
-wire recordings (../../shared/vectors, path given as the first argument) and
+wire recordings (tests/vectors, path given as the first argument) and
 from hand-written cases. Re-run after changing a target's input layout:
 
-    python3 fuzz/make_seeds.py /work/shared/vectors
+    python3 fuzz/make_seeds.py tests/vectors
 
 Input layouts are documented on each target in fuzz/src/targets.rs.
 """
 import json, os, struct, sys
 
-VEC = sys.argv[1] if len(sys.argv) > 1 else "../shared/vectors"
+VEC = sys.argv[1] if len(sys.argv) > 1 else "tests/vectors"
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 MAX_SEED = 4096  # keep seeds small: libFuzzer's default max_len follows them
 

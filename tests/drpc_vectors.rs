@@ -1,6 +1,6 @@
 //! Golden-vector tests for `coder_agentsdk::drpc::wire`.
 //!
-//! Every capture in `shared/vectors/drpc/` (recorded from drpc v0.0.34 in Go,
+//! Every capture in `tests/vectors/drpc/` (recorded from drpc v0.0.34 in Go,
 //! see that directory's README) is decoded with our parser and assembler and
 //! compared field by field with the frames, messages and errors the Go side
 //! decoded, and the byte streams are rebuilt with our encoder and compared
@@ -18,9 +18,8 @@ use coder_agentsdk::drpc::wire::{
 };
 use serde_json::Value;
 
-/// The vectors live next to the repository (`/work/main` and `/work/shared`
-/// locally; CI clones the repository next to `shared` the same way).
-const VECTOR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/drpc/");
+/// The recorded vectors are part of the repository (see `tests/vectors/README.md`).
+const VECTOR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/drpc/");
 
 /// Not a capture: the canned protobuf encodings, checked elsewhere.
 const NOT_A_CAPTURE: &str = "protobuf_messages.json";

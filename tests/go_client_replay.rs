@@ -1,5 +1,5 @@
 //! Our embedded server against the bytes a real Go agent sends: the client
-//! side of `../shared/vectors/yamux/yamux_over_websocket_get_manifest.json`
+//! side of `tests/vectors/yamux/yamux_over_websocket_get_manifest.json`
 //! (hashicorp/yamux + storj drpc over coder/websocket) is replayed message by
 //! message, and the server's answer must be a valid yamux + drpc reply.
 
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const VECTOR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/yamux/yamux_over_websocket_get_manifest.json"
+    "/tests/vectors/yamux/yamux_over_websocket_get_manifest.json"
 );
 
 /// A yamux frame header, decoded.

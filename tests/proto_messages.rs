@@ -1,12 +1,12 @@
 //! Our generated messages against Go's deterministic protobuf encodings
-//! (`../shared/vectors/drpc/protobuf_messages.json`) and against themselves.
+//! (`tests/vectors/drpc/protobuf_messages.json`) and against themselves.
 
 use coder_agentsdk::proto::{agent, tailnet};
 use prost::Message;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/drpc/protobuf_messages.json"
+    "/tests/vectors/drpc/protobuf_messages.json"
 );
 
 /// Decodes `hex` as the named type and re-encodes it.

@@ -1,5 +1,5 @@
 //! Our yamux session against bytes recorded from Go's hashicorp/yamux v0.1.2
-//! (../shared/vectors/yamux). The Go side is played by a scripted peer that
+//! (tests/vectors/yamux). The Go side is played by a scripted peer that
 //! parses what our client writes and answers with the recorded frames.
 
 use std::time::Duration;
@@ -24,7 +24,7 @@ async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
 }
 
 fn vector(name: &str) -> Value {
-    let path = format!("{}/../shared/vectors/yamux/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/vectors/yamux/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("vector json")
 }

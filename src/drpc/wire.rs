@@ -6,7 +6,7 @@
 //! bytes, reassembling frames into packets with the Go reader's exact rules
 //! (id monotonicity, kind changes, size limit, forward-compatible control
 //! packets), and the bodies of Error and InvokeMetadata packets. The protocol
-//! reference is `shared/vectors/drpc/README.md`; the golden vectors next to it
+//! reference is `tests/vectors/drpc/README.md`; the golden vectors next to it
 //! are checked by `tests/drpc_vectors.rs`.
 //!
 //! It is pure: no I/O, no async, no clocks, no allocation policy beyond
