@@ -38,15 +38,15 @@ pub const VERSION_GO: &str = "tailnet/proto/version.go";
 pub const SWAGGER: &str = "coderd/apidoc/swagger.json";
 
 /// `cargo xtask upstream` entry point: prints the checklist, exit 1 when anything differs.
-pub fn run(mut args: impl Iterator<Item = String>, root: &Path) -> Result<ExitCode> {
+pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
     let mut coder: Option<PathBuf> = None;
-    let mut spec = root.join("spec");
+    let mut spec = None;
     let mut format = diff::Format::Text;
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--coder" => coder = Some(PathBuf::from(value()?)),
-            "--spec" => spec = PathBuf::from(value()?),
+            "--spec" => spec = Some(PathBuf::from(value()?)),
             "--format" => format = crate::parse_format(&value()?)?,
             _ => {
                 bail!("unknown flag {flag}\nusage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")
@@ -54,6 +54,7 @@ pub fn run(mut args: impl Iterator<Item = String>, root: &Path) -> Result<ExitCo
         }
     }
     let coder = coder.context("usage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")?;
+    let spec = crate::or_in_workspace(spec, "spec")?;
     let changes = compare(&coder, &spec)?;
     match format {
         diff::Format::Json => println!(

@@ -4,12 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Read at run time, not compiled in: a test binary reused from a shared
+/// target dir must still test the checkout it runs in.
+fn xtask_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+}
+
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    xtask_dir().parent().unwrap().to_path_buf()
 }
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-coder")
+    xtask_dir().join("tests/fixtures/fake-coder")
 }
 
 fn upstream(coder: &Path, format: &str) -> std::process::Output {
