@@ -242,7 +242,7 @@ pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
     let report = Report::new(compare(&coder, &spec, &config)?, &config.known);
     match format {
         diff::Format::Json => println!("{}", serde_json::to_string_pretty(&report.json(&coder))?),
-        diff::Format::Text => print!("{}", checklist(&coder, &report)),
+        diff::Format::Text => print!("{}", checklist(&coder, &spec, &report)),
     }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
@@ -252,8 +252,8 @@ pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
 }
 
 /// The text checklist.
-pub fn checklist(coder: &Path, report: &Report) -> String {
-    let mut out = format!("{} compared with spec/:\n", coder.display());
+pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
+    let mut out = format!("{} compared with {}:\n", coder.display(), spec.display());
     if report.real.is_empty() {
         out.push_str("  nothing differs\n");
     }
