@@ -36,52 +36,60 @@ fn main() -> ExitCode {
 fn run() -> Result<ExitCode> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let root = workspace_root();
     match command.as_str() {
-        "diff" => return run_diff(args, root),
-        "upstream" => return upstream::run(args, &root),
-        _ => {}
+        "diff" => return run_diff(args),
+        "upstream" => return upstream::run(args),
+        "generate" | "check" => {}
+        _ => {
+            eprintln!("{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
     }
-    let mut spec = root.join("spec");
-    let mut out = root.join("generated");
+    let (mut spec, mut out) = (None, None);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--spec" => spec = PathBuf::from(value),
-            "--out" => out = PathBuf::from(value),
+            "--spec" => spec = Some(PathBuf::from(value)),
+            "--out" => out = Some(PathBuf::from(value)),
             _ => anyhow::bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
-    match command.as_str() {
-        "generate" => {
-            let files = generate_all(&spec)?;
-            write_all(&out, &files)?;
-            println!("generated {} files in {}", files.len(), out.display());
-            Ok(ExitCode::SUCCESS)
+    let spec = or_in_workspace(spec, "spec")?;
+    let out = or_in_workspace(out, "generated")?;
+    if command == "generate" {
+        let files = generate_all(&spec)?;
+        write_all(&out, &files)?;
+        println!("generated {} files in {}", files.len(), out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let drift = check(&spec, &out)?;
+    if drift.is_empty() {
+        println!("{} is up to date with {}", out.display(), spec.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for d in &drift {
+            eprintln!("{d}");
         }
-        "check" => {
-            let drift = check(&spec, &out)?;
-            if drift.is_empty() {
-                println!("generated/ is up to date with spec/");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for d in &drift {
-                    eprintln!("{d}");
-                }
-                eprintln!("generated/ is stale: run `cargo xtask generate` and commit the result");
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            Ok(ExitCode::from(2))
-        }
+        eprintln!(
+            "{} is stale: run `cargo xtask generate` and commit the result",
+            out.display()
+        );
+        Ok(ExitCode::FAILURE)
     }
 }
 
-fn run_diff(mut args: impl Iterator<Item = String>, root: PathBuf) -> Result<ExitCode> {
+/// `dir` when given, else `name` in the workspace this run is about.
+pub fn or_in_workspace(dir: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => Ok(workspace_root()?.join(name)),
+    }
+}
+
+fn run_diff(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
+    let mut root = None;
     let mut opts = diff::Options {
-        root,
+        root: PathBuf::new(),
         base: None,
         format: diff::Format::Text,
         check_version: false,
@@ -91,13 +99,17 @@ fn run_diff(mut args: impl Iterator<Item = String>, root: PathBuf) -> Result<Exi
         let mut value = || args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--base" => opts.base = Some(value()?),
-            "--root" => opts.root = PathBuf::from(value()?),
+            "--root" => root = Some(PathBuf::from(value()?)),
             "--format" => opts.format = parse_format(&value()?)?,
             "--check-version" => opts.check_version = true,
             "--changelog" => opts.changelog = true,
             _ => anyhow::bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
+    opts.root = match root {
+        Some(r) => r,
+        None => workspace_root()?,
+    };
     Ok(if diff::run(&opts)? {
         ExitCode::SUCCESS
     } else {
@@ -114,11 +126,75 @@ pub fn parse_format(s: &str) -> Result<diff::Format> {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout this run is about, found at run time.
+///
+/// Never a path compiled into the binary: checkouts that share one
+/// `CARGO_TARGET_DIR` share this binary too (cargo reuses it when the xtask
+/// sources look unchanged), so a compiled-in path would make `check` in one
+/// checkout judge another and `generate` write into another.
+///
+/// In order: `CARGO_MANIFEST_DIR` as `cargo run` (so `cargo xtask`) sets it for
+/// the process, when it names this xtask package; else the workspace cargo
+/// finds from the current directory (`cargo locate-project --workspace`).
+/// Either way the directory must hold `xtask/Cargo.toml` of package `xtask`.
+pub fn workspace_root() -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            match dir.parent() {
+                Some(root) if is_our_workspace(root) => return Ok(root.to_path_buf()),
+                _ => tried.push(format!(
+                    "CARGO_MANIFEST_DIR={} is not the xtask package of a workspace",
+                    dir.display()
+                )),
+            }
+        }
+        None => tried.push("CARGO_MANIFEST_DIR is not set (not run by `cargo run`)".to_owned()),
+    }
+    match locate_workspace() {
+        Ok(root) if is_our_workspace(&root) => return Ok(root),
+        Ok(root) => tried.push(format!(
+            "cargo locate-project --workspace found {}, which has no xtask package",
+            root.display()
+        )),
+        Err(e) => tried.push(format!("cargo locate-project --workspace: {e:#}")),
+    }
+    anyhow::bail!(
+        "cannot tell which checkout to work on; run `cargo xtask ...` inside one (or pass the directories as flags):\n  {}",
+        tried.join("\n  ")
+    )
+}
+
+/// The workspace root cargo finds from the current directory.
+fn locate_workspace() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run cargo")?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let manifest = PathBuf::from(String::from_utf8(out.stdout).context("non-UTF-8 path")?.trim());
+    manifest
         .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .map(Path::to_path_buf)
+        .with_context(|| format!("{} has no parent", manifest.display()))
+}
+
+/// `root/xtask/Cargo.toml` is the manifest of package `xtask`.
+fn is_our_workspace(root: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(root.join("xtask/Cargo.toml")) else {
+        return false;
+    };
+    toml::from_str::<toml::Table>(&text).is_ok_and(|t| {
+        t.get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(toml::Value::as_str)
+            == Some("xtask")
+    })
 }
 
 /// Everything `generate` would write: file name → contents.
@@ -242,7 +318,7 @@ mod tests {
 
     #[test]
     fn committed_generated_code_matches_spec() {
-        let root = workspace_root();
+        let root = workspace_root().unwrap();
         let drift = check(&root.join("spec"), &root.join("generated")).unwrap();
         assert!(
             drift.is_empty(),
@@ -253,13 +329,13 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic() {
-        let spec = workspace_root().join("spec");
+        let spec = workspace_root().unwrap().join("spec");
         assert_eq!(generate_all(&spec).unwrap(), generate_all(&spec).unwrap());
     }
 
     #[test]
     fn one_line_proto_edit_is_reported_as_drift() {
-        let root = workspace_root();
+        let root = workspace_root().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&root.join("spec"), tmp.path());
         let proto = tmp.path().join("proto/agent.proto");
@@ -280,7 +356,7 @@ mod tests {
 
     #[test]
     fn rpc_missing_from_version_manifest_is_refused() {
-        let root = workspace_root();
+        let root = workspace_root().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&root.join("spec"), tmp.path());
         let manifest = tmp.path().join("versions.toml");
@@ -296,7 +372,7 @@ mod tests {
 
     #[test]
     fn rpc_listed_but_not_in_proto_is_refused() {
-        let root = workspace_root();
+        let root = workspace_root().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&root.join("spec"), tmp.path());
         let manifest = tmp.path().join("versions.toml");

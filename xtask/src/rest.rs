@@ -297,13 +297,13 @@ mod tests {
     use super::*;
 
     fn committed_spec() -> String {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec").join(SPEC_FILE);
+        let path = crate::workspace_root().unwrap().join("spec").join(SPEC_FILE);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }
 
     #[test]
     fn committed_spec_passes_the_checks_and_generates_a_client() {
-        let code = generate(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec")).unwrap();
+        let code = generate(&crate::workspace_root().unwrap().join("spec")).unwrap();
         for op in [
             "get_git_ssh_key",
             "patch_logs",

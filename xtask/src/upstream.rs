@@ -17,13 +17,23 @@
 //!
 //! Each difference is a [`Change`] read as "what adopting upstream does":
 //! `added` = upstream has it and `spec/` lacks it, `removed` = `spec/` has it
-//! and upstream does not, `changed` = both have it, differently.
+//! and upstream does not, `changed` = both have it, differently (the JSON
+//! output says so in `kind` and in words in `direction`).
+//!
+//! `spec/upstream.toml` ([`Config`]) says where swagger.json cannot be taken
+//! literally: which schema an event-stream endpoint sends as its events
+//! (swag documents the event type as a JSON body), and the reviewed list of
+//! places where upstream's swagger annotations disagree with upstream's own
+//! handlers. A difference matching a `[[known]]` entry is shown as known and
+//! does not count; an entry that matches nothing is shown as stale and counts,
+//! so the list cannot rot unnoticed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diff::{self, Area, Change, Kind, Rust, Severity};
@@ -37,16 +47,189 @@ pub const VERSION_GO: &str = "tailnet/proto/version.go";
 /// See [`AGENT_PROTO`].
 pub const SWAGGER: &str = "coderd/apidoc/swagger.json";
 
-/// `cargo xtask upstream` entry point: prints the checklist, exit 1 when anything differs.
-pub fn run(mut args: impl Iterator<Item = String>, root: &Path) -> Result<ExitCode> {
+/// The file in `spec/` holding the [`Config`].
+pub const CONFIG_FILE: &str = "upstream.toml";
+
+/// `spec/upstream.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Event-stream endpoint ("GET /api/v2/...") → the schema in
+    /// `components/schemas` of spec/openapi.yaml that its `data` events carry.
+    /// Upstream's 200 schema for the endpoint is compared with it, as events.
+    #[serde(default)]
+    pub event_streams: BTreeMap<String, String>,
+    /// Reviewed upstream-swagger inaccuracies.
+    #[serde(default)]
+    pub known: Vec<Known>,
+}
+
+/// One place where upstream's swagger.json disagrees with upstream's handlers,
+/// named exactly as the report names the difference it causes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Known {
+    /// As in the JSON report: `proto`, `versions` or `openapi`.
+    pub area: Area,
+    /// As in the report, e.g. `GET /api/v2/workspaceagents/me/rpc query:role`.
+    pub path: String,
+    /// As in the report, e.g. `parameter not upstream`.
+    pub detail: String,
+    /// Why swagger.json is wrong here and spec/ is right.
+    pub why: String,
+    /// Where the handler shows it: `file:line @ commit`, one or more.
+    pub evidence: Vec<String>,
+}
+
+impl Known {
+    fn matches(&self, c: &Change) -> bool {
+        self.area == c.area && self.path == c.path && self.detail == c.detail
+    }
+}
+
+/// Reads `spec/upstream.toml` (absent = empty) and checks every entry is reviewable.
+pub fn load_config(spec: &Path) -> Result<Config> {
+    let path = spec.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let config: Config = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    let mut seen = BTreeSet::new();
+    for k in &config.known {
+        let name = format!("known entry {:?} {:?}", k.path, k.detail);
+        if !seen.insert((k.area, &k.path, &k.detail)) {
+            bail!("{}: {name} is listed twice", path.display());
+        }
+        if k.why.trim().is_empty() {
+            bail!("{}: {name} has no `why`", path.display());
+        }
+        if k.evidence.is_empty() {
+            bail!("{}: {name} has no `evidence`", path.display());
+        }
+        for e in &k.evidence {
+            if !is_evidence(e) {
+                bail!(
+                    "{}: {name}: evidence {e:?} is not `file:line @ commit` (line or lines a-b, a commit of 7+ hex digits)",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// `file:line @ commit` or `file:a-b @ commit`, optionally followed by a remark.
+fn is_evidence(e: &str) -> bool {
+    let Some((place, rest)) = e.split_once(" @ ") else {
+        return false;
+    };
+    let commit: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    let Some((file, lines)) = place.rsplit_once(':') else {
+        return false;
+    };
+    !file.is_empty()
+        && !lines.is_empty()
+        && lines.split('-').all(|n| n.parse::<u32>().is_ok())
+        && commit.len() >= 7
+        && rest[commit.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_hexdigit())
+}
+
+/// The differences, sorted into those to act on and those already explained.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Differences to act on.
+    pub real: Vec<Change>,
+    /// Differences a `[[known]]` entry explains.
+    pub known: Vec<(Change, Known)>,
+    /// `[[known]]` entries that match no difference.
+    pub stale: Vec<Known>,
+}
+
+impl Report {
+    /// Sorts `changes` against the known list.
+    pub fn new(changes: Vec<Change>, known: &[Known]) -> Self {
+        let mut report = Report::default();
+        let mut used = vec![false; known.len()];
+        for c in changes {
+            match known.iter().position(|k| k.matches(&c)) {
+                Some(i) => {
+                    used[i] = true;
+                    report.known.push((c, known[i].clone()));
+                }
+                None => report.real.push(c),
+            }
+        }
+        report.stale = known
+            .iter()
+            .zip(used)
+            .filter(|(_, u)| !u)
+            .map(|(k, _)| k.clone())
+            .collect();
+        report
+    }
+
+    /// Nothing to act on: no real difference and no stale entry.
+    pub fn is_clean(&self) -> bool {
+        self.real.is_empty() && self.stale.is_empty()
+    }
+
+    /// The JSON report.
+    pub fn json(&self, coder: &Path) -> Value {
+        let item = |c: &Change, k: Option<&Known>| {
+            let mut v = serde_json::to_value(c).expect("a Change serializes");
+            let o = v.as_object_mut().expect("an object");
+            o.insert("kind".into(), serde_json::to_value(c.kind).expect("a Kind serializes"));
+            o.insert("direction".into(), direction(c.kind).into());
+            if let Some(k) = k {
+                o.insert("why".into(), k.why.clone().into());
+                o.insert("evidence".into(), k.evidence.clone().into());
+            }
+            v
+        };
+        serde_json::json!({
+            "coder": coder.display().to_string(),
+            "changes": self.real.iter().map(|c| item(c, None)).collect::<Vec<_>>(),
+            "known": self.known.iter().map(|(c, k)| item(c, Some(k))).collect::<Vec<_>>(),
+            "stale": self.stale,
+            "counts": {"real": self.real.len(), "known": self.known.len(), "stale": self.stale.len()},
+        })
+    }
+}
+
+/// Which side has what, in words.
+pub fn direction(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Added => "upstream has, spec/ lacks",
+        Kind::Removed => "spec/ has, upstream lacks",
+        Kind::Changed => "both have it, differently",
+    }
+}
+
+fn area_name(area: Area) -> &'static str {
+    match area {
+        Area::Proto => "proto",
+        Area::Versions => "versions",
+        Area::Openapi => "rest",
+    }
+}
+
+/// `cargo xtask upstream` entry point: prints the checklist; exit 1 when
+/// anything differs that `spec/upstream.toml` does not explain, or an entry
+/// there is stale.
+pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
     let mut coder: Option<PathBuf> = None;
-    let mut spec = root.join("spec");
+    let mut spec = None;
     let mut format = diff::Format::Text;
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--coder" => coder = Some(PathBuf::from(value()?)),
-            "--spec" => spec = PathBuf::from(value()?),
+            "--spec" => spec = Some(PathBuf::from(value()?)),
             "--format" => format = crate::parse_format(&value()?)?,
             _ => {
                 bail!("unknown flag {flag}\nusage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")
@@ -54,18 +237,14 @@ pub fn run(mut args: impl Iterator<Item = String>, root: &Path) -> Result<ExitCo
         }
     }
     let coder = coder.context("usage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")?;
-    let changes = compare(&coder, &spec)?;
+    let spec = crate::or_in_workspace(spec, "spec")?;
+    let config = load_config(&spec)?;
+    let report = Report::new(compare(&coder, &spec, &config)?, &config.known);
     match format {
-        diff::Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "coder": coder.display().to_string(),
-                "changes": changes,
-            }))?
-        ),
-        diff::Format::Text => print!("{}", checklist(&coder, &changes)),
+        diff::Format::Json => println!("{}", serde_json::to_string_pretty(&report.json(&coder))?),
+        diff::Format::Text => print!("{}", checklist(&coder, &spec, &report)),
     }
-    Ok(if changes.is_empty() {
+    Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -73,34 +252,64 @@ pub fn run(mut args: impl Iterator<Item = String>, root: &Path) -> Result<ExitCo
 }
 
 /// The text checklist.
-pub fn checklist(coder: &Path, changes: &[Change]) -> String {
-    let mut out = format!("{} compared with spec/:\n", coder.display());
-    if changes.is_empty() {
+pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
+    let mut out = format!("{} compared with {}:\n", coder.display(), spec.display());
+    if report.real.is_empty() {
         out.push_str("  nothing differs\n");
-        return out;
     }
-    for c in changes {
-        let verb = match c.kind {
-            Kind::Added => "upstream has, spec/ lacks",
-            Kind::Removed => "spec/ has, upstream lacks",
-            Kind::Changed => "differs",
-        };
-        let area = match c.area {
-            Area::Proto => "proto",
-            Area::Versions => "versions",
-            Area::Openapi => "rest",
-        };
-        out.push_str(&format!("- [ ] {area:<8} {}: {} ({verb})\n", c.path, c.detail));
+    for c in &report.real {
+        out.push_str(&format!(
+            "- [ ] {:<8} {}: {} ({})\n",
+            area_name(c.area),
+            c.path,
+            c.detail,
+            direction(c.kind)
+        ));
+    }
+    if !report.known.is_empty() {
+        out.push_str(&format!(
+            "Known inaccuracies of upstream's swagger.json (spec/{CONFIG_FILE}), not counted:\n"
+        ));
+        for (c, k) in &report.known {
+            out.push_str(&format!(
+                "- known {:<8} {}: {} ({}); {} [{}]\n",
+                area_name(c.area),
+                c.path,
+                c.detail,
+                direction(c.kind),
+                k.why.trim(),
+                k.evidence.join("; ")
+            ));
+        }
+    }
+    if !report.stale.is_empty() {
+        out.push_str(&format!(
+            "Stale entries in spec/{CONFIG_FILE} (they match no difference: remove or update them):\n"
+        ));
+        for k in &report.stale {
+            out.push_str(&format!(
+                "- [ ] stale {:<8} {}: {}\n",
+                area_name(k.area),
+                k.path,
+                k.detail
+            ));
+        }
     }
     out.push_str(&format!(
-        "{} differences. Edit spec/ (our own words, no upstream text), `cargo xtask generate`, then `cargo xtask diff`.\n",
-        changes.len()
+        "{} differences, {} known, {} stale.",
+        report.real.len(),
+        report.known.len(),
+        report.stale.len()
     ));
+    if !report.is_clean() {
+        out.push_str(" Edit spec/ (our own words, no upstream text), `cargo xtask generate`, then `cargo xtask diff`.");
+    }
+    out.push('\n');
     out
 }
 
 /// Every difference between the checkout `coder` and `spec`.
-pub fn compare(coder: &Path, spec: &Path) -> Result<Vec<Change>> {
+pub fn compare(coder: &Path, spec: &Path, config: &Config) -> Result<Vec<Change>> {
     for f in [AGENT_PROTO, TAILNET_PROTO, VERSION_GO, SWAGGER] {
         if !coder.join(f).is_file() {
             bail!("{} is not a Coder checkout: {f} is missing", coder.display());
@@ -125,7 +334,7 @@ pub fn compare(coder: &Path, spec: &Path) -> Result<Vec<Change>> {
     let swagger: Value = serde_json::from_str(&swagger_text).with_context(|| format!("parse {SWAGGER}"))?;
     let openapi_text = std::fs::read_to_string(spec.join(crate::rest::SPEC_FILE))?;
     let openapi: Value = serde_yaml::from_str(&openapi_text).context("parse spec/openapi.yaml")?;
-    changes.extend(compare_rest(&openapi, &swagger)?);
+    changes.extend(compare_rest(&openapi, &swagger, &config.event_streams)?);
     changes.sort_by(|a, b| (a.area, &a.path, &a.detail).cmp(&(b.area, &b.path, &b.detail)));
     Ok(changes)
 }
@@ -469,12 +678,24 @@ impl RestDoc<'_> {
     }
 }
 
+impl RestDoc<'_> {
+    /// An OpenAPI 3 operation whose success response is `text/event-stream`.
+    fn is_event_stream(&self, op: &Value) -> bool {
+        op.get("responses")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(code, _)| code.starts_with('2'))
+            .any(|(_, r)| self.resolve(r).pointer("/content/text~1event-stream").is_some())
+    }
+}
+
 fn is_agent_endpoint(path: &str) -> bool {
     path.starts_with("/api/v2/workspaceagents/me/")
         || (path.starts_with("/api/v2/workspaceagents/") && path.ends_with("-instance-identity"))
 }
 
-fn compare_rest(openapi: &Value, swagger: &Value) -> Result<Vec<Change>> {
+fn compare_rest(openapi: &Value, swagger: &Value, event_streams: &BTreeMap<String, String>) -> Result<Vec<Change>> {
     if swagger.get("swagger").and_then(Value::as_str) != Some("2.0") {
         bail!("{SWAGGER}: not a Swagger 2.0 document");
     }
@@ -492,6 +713,14 @@ fn compare_rest(openapi: &Value, swagger: &Value) -> Result<Vec<Change>> {
             .to_owned(),
     };
     let (oops, tops) = (ours.operations(), theirs.operations());
+    for (op, schema) in event_streams {
+        if !oops.keys().any(|(m, p)| format!("{m} {p}") == *op) {
+            bail!("spec/{CONFIG_FILE}: event stream {op:?} is not an operation of spec/openapi.yaml");
+        }
+        if openapi.pointer(&format!("/components/schemas/{schema}")).is_none() {
+            bail!("spec/{CONFIG_FILE}: event stream {op:?}: no schema {schema:?} in spec/openapi.yaml");
+        }
+    }
     let mut out = Vec::new();
     let mut push = |kind, sev, rust, path: String, detail: String| {
         out.push(Change::new(Area::Openapi, kind, sev, rust, path, detail));
@@ -609,11 +838,30 @@ fn compare_rest(openapi: &Value, swagger: &Value) -> Result<Vec<Change>> {
             props(&theirs, theirs.request_schema(top), "request"),
         );
         let ((ocodes, oschema), (tcodes, tschema)) = (ours.success(oop), theirs.success(top));
-        compare_props(
-            "response",
-            props(&ours, oschema, "response"),
-            props(&theirs, tschema, "response"),
-        );
+        if let Some(event) = event_streams.get(&path) {
+            // swag documents an event stream's event type as if it were the
+            // body; compare it with the schema our events carry.
+            let ref_ = serde_json::json!({ "$ref": format!("#/components/schemas/{event}") });
+            compare_props(
+                "event",
+                props(&ours, Some(&ref_), "event"),
+                props(&theirs, tschema, "event"),
+            );
+        } else if ours.is_event_stream(oop) {
+            push(
+                Kind::Changed,
+                Severity::None,
+                Rust::None,
+                path.clone(),
+                format!("text/event-stream response with no event schema in spec/{CONFIG_FILE} [event-streams]; its events are not compared"),
+            );
+        } else {
+            compare_props(
+                "response",
+                props(&ours, oschema, "response"),
+                props(&theirs, tschema, "response"),
+            );
+        }
         if ocodes != tcodes {
             let show = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
             push(
@@ -624,6 +872,16 @@ fn compare_rest(openapi: &Value, swagger: &Value) -> Result<Vec<Change>> {
                 format!("success status: spec {}, upstream {}", show(&ocodes), show(&tcodes)),
             );
         }
+        let deprecated = |op: &Value| op.get("deprecated").and_then(Value::as_bool).unwrap_or(false);
+        if deprecated(oop) != deprecated(top) {
+            push(
+                Kind::Changed,
+                Severity::None,
+                Rust::None,
+                path.clone(),
+                format!("deprecated: spec {}, upstream {}", deprecated(oop), deprecated(top)),
+            );
+        }
     }
     Ok(out)
 }
@@ -631,6 +889,76 @@ fn compare_rest(openapi: &Value, swagger: &Value) -> Result<Vec<Change>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config_with(entry: &str) -> Result<Config> {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(CONFIG_FILE), entry).unwrap();
+        load_config(tmp.path())
+    }
+
+    const ENTRY: &str = "[[known]]\narea = \"openapi\"\npath = \"GET /x query:a\"\ndetail = \"parameter not upstream\"\nwhy = \"the handler reads it\"\n";
+
+    #[test]
+    fn known_entries_need_a_reason_and_file_line_at_commit_evidence() {
+        let ok = format!("{ENTRY}evidence = [\"coderd/x.go:12-14 @ f96338110b61 (remark)\"]\n");
+        assert_eq!(config_with(&ok).unwrap().known.len(), 1);
+        for bad in [
+            format!("{ENTRY}evidence = []\n"),
+            format!("{ENTRY}evidence = [\"coderd/x.go @ f96338110b61\"]\n"),
+            format!("{ENTRY}evidence = [\"coderd/x.go:12\"]\n"),
+            format!("{ENTRY}evidence = [\"coderd/x.go:12 @ main\"]\n"),
+            format!("{ok}{ok}"),
+            ok.replace("the handler reads it", " "),
+            ok.replace("area = \"openapi\"", "area = \"rest\""),
+            format!("{ok}typo = 1\n"),
+        ] {
+            assert!(config_with(&bad).is_err(), "accepted:\n{bad}");
+        }
+        assert!(
+            load_config(Path::new("/nonexistent")).unwrap().known.is_empty(),
+            "no file, no entries"
+        );
+    }
+
+    #[test]
+    fn committed_upstream_toml_loads_and_names_event_streams_of_the_spec() {
+        let spec = crate::workspace_root().unwrap().join("spec");
+        let config = load_config(&spec).unwrap();
+        assert!(!config.known.is_empty());
+        let openapi: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(spec.join(crate::rest::SPEC_FILE)).unwrap()).unwrap();
+        let empty = serde_json::json!({"swagger": "2.0", "paths": {}});
+        compare_rest(&openapi, &empty, &config.event_streams).unwrap();
+        let bad = BTreeMap::from([("GET /nowhere".to_owned(), "ReinitializationEvent".to_owned())]);
+        assert!(compare_rest(&openapi, &empty, &bad).is_err());
+    }
+
+    #[test]
+    fn report_sets_known_changes_apart_and_lists_unmatched_entries_as_stale() {
+        let change = |path: &str| {
+            Change::new(
+                Area::Openapi,
+                Kind::Removed,
+                Severity::Breaking,
+                Rust::Breaking,
+                path,
+                "parameter not upstream",
+            )
+        };
+        let known = |path: &str| Known {
+            area: Area::Openapi,
+            path: path.into(),
+            detail: "parameter not upstream".into(),
+            why: "w".into(),
+            evidence: vec!["f.go:1 @ abcdef0".into()],
+        };
+        let report = Report::new(vec![change("A"), change("B")], &[known("B"), known("C")]);
+        assert_eq!(report.real, [change("A")]);
+        assert_eq!(report.known, [(change("B"), known("B"))]);
+        assert_eq!(report.stale, [known("C")]);
+        assert!(!report.is_clean());
+        assert!(Report::new(vec![change("B")], &[known("B")]).is_clean());
+    }
 
     #[test]
     fn version_go_history_gives_releases_first_mentions_and_current() {

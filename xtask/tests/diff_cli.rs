@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Read at run time, not compiled in: a test binary reused from a shared
+/// target dir must still test the checkout it runs in.
+fn xtask_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+}
+
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    xtask_dir().parent().unwrap().to_path_buf()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -1,25 +1,66 @@
 //! `cargo xtask upstream` on the fake Coder checkout in `tests/fixtures/fake-coder`
-//! (see its PLANTED.md): it reports the planted differences and nothing else.
+//! against the frozen spec in `tests/fixtures/fake-spec` (see PLANTED.md): it
+//! reports the planted differences and nothing else, says which side has what,
+//! sets known inaccuracies apart and reports stale known entries.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+/// Read at run time, not compiled in: a test binary reused from a shared
+/// target dir must still test the checkout it runs in.
+fn xtask_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
 }
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-coder")
+    xtask_dir().join("tests/fixtures/fake-coder")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn fake_spec() -> PathBuf {
+    xtask_dir().join("tests/fixtures/fake-spec")
 }
 
 fn upstream(coder: &Path, format: &str) -> std::process::Output {
+    upstream_with_spec(coder, &fake_spec(), format)
+}
+
+fn upstream_with_spec(coder: &Path, spec: &Path, format: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["upstream", "--coder"])
         .arg(coder)
         .args(["--format", format, "--spec"])
-        .arg(workspace().join("spec"))
+        .arg(spec)
         .output()
         .unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// (area, kind, path, detail) of each item of a JSON list.
+fn items(list: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}")).to_owned();
+            (s("area"), s("kind"), s("path"), s("detail"))
+        })
+        .collect()
 }
 
 #[test]
@@ -31,90 +72,184 @@ fn reports_exactly_the_planted_differences() {
         "differences exit 1: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<(String, String, String)> = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["area"].as_str().unwrap().to_owned(),
-                c["path"].as_str().unwrap().to_owned(),
-                c["detail"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let want: &[(&str, &str, &str)] = &[
-        ("proto", "coder.agent.v2.Agent.GetWorkspaceTags", "RPC added"),
-        ("proto", "coder.agent.v2.GetWorkspaceTagsRequest", "message added"),
-        ("proto", "coder.agent.v2.GetWorkspaceTagsResponse", "message added"),
+    let v = json(&out);
+    let got = items(&v["changes"]);
+    let want: &[(&str, &str, &str, &str)] = &[
+        ("proto", "added", "coder.agent.v2.Agent.GetWorkspaceTags", "RPC added"),
         (
             "proto",
+            "added",
+            "coder.agent.v2.GetWorkspaceTagsRequest",
+            "message added",
+        ),
+        (
+            "proto",
+            "added",
+            "coder.agent.v2.GetWorkspaceTagsResponse",
+            "message added",
+        ),
+        (
+            "proto",
+            "added",
             "coder.agent.v2.Manifest.dotfiles_uri",
             "field 20 (string) added",
         ),
         (
             "proto",
+            "added",
             "coder.agent.v2.WorkspaceApp.SharingLevel.GROUP",
             "enum value 5 added",
         ),
         (
             "proto",
+            "changed",
             "coder.tailnet.v2.DERPMap.Region.display_name",
             "field 4 renamed from region_name",
         ),
         (
             "versions",
+            "added",
             "versions.2.12",
             "version missing from spec/versions.toml (shipped in v2.33.0)",
         ),
-        ("versions", "versions.2.9", "release v2.32.0 not recorded"),
+        ("versions", "added", "versions.2.9", "release v2.32.0 not recorded"),
         (
             "versions",
+            "added",
             "versions.GetWorkspaceTags",
             "upstream's history adds it in v2.12; spec/versions.toml does not list it",
         ),
         (
             "versions",
+            "changed",
             "versions.current",
             "newest version: spec 2.11, upstream CurrentVersion 2.12",
         ),
         (
             "openapi",
+            "added",
             "GET /api/v2/workspaceagents/me/external-auth query:scope",
             "optional parameter (string) missing from spec",
         ),
         (
             "openapi",
+            "removed",
             "GET /api/v2/workspaceagents/me/external-auth response.password",
             "response property not upstream",
         ),
         (
             "openapi",
+            "added",
             "GET /api/v2/workspaceagents/me/gitsshkey response.key_type",
             "response property (string) missing from spec",
         ),
         (
             "openapi",
+            "added",
+            "GET /api/v2/workspaceagents/me/reinit event.owner_id",
+            "event property (string(uuid)) missing from spec",
+        ),
+        (
+            "openapi",
+            "changed",
+            "PATCH /api/v2/workspaceagents/me/app-status",
+            "deprecated: spec false, upstream true",
+        ),
+        (
+            "openapi",
+            "added",
             "POST /api/v2/workspaceagents/me/heartbeat",
             "endpoint missing from spec/openapi.yaml",
         ),
         (
             "openapi",
+            "changed",
             "POST /api/v2/workspaceagents/me/log-source",
             "success status: spec 201, upstream 200",
         ),
         (
             "openapi",
+            "changed",
             "POST /api/v2/workspaceagents/me/log-source request.icon",
             "type: spec string, upstream integer",
         ),
     ];
-    let want: Vec<(String, String, String)> = want
+    let want: Vec<(String, String, String, String)> = want
         .iter()
-        .map(|(a, p, d)| (a.to_string(), p.to_string(), d.to_string()))
+        .map(|(a, k, p, d)| (a.to_string(), k.to_string(), p.to_string(), d.to_string()))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn json_names_which_side_has_what() {
+    let v = json(&upstream(&fixture(), "json"));
+    for c in v["changes"].as_array().unwrap() {
+        let want = match c["kind"].as_str().unwrap() {
+            "added" => "upstream has, spec/ lacks",
+            "removed" => "spec/ has, upstream lacks",
+            "changed" => "both have it, differently",
+            k => panic!("unknown kind {k}"),
+        };
+        assert_eq!(c["direction"], want, "{c}");
+    }
+}
+
+#[test]
+fn event_stream_is_compared_through_its_event_schema_not_as_a_json_body() {
+    let v = json(&upstream(&fixture(), "json"));
+    let reinit: Vec<_> = items(&v["changes"])
+        .into_iter()
+        .filter(|c| c.2.starts_with("GET /api/v2/workspaceagents/me/reinit"))
+        .map(|c| c.2)
+        .collect();
+    // Upstream's event type has WorkspaceID and reason like ours, plus the planted owner_id.
+    assert_eq!(reinit, ["GET /api/v2/workspaceagents/me/reinit event.owner_id"]);
+
+    // Without the [event-streams] entry the endpoint is flagged, its events not compared.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fake_spec(), tmp.path());
+    std::fs::remove_file(tmp.path().join("upstream.toml")).unwrap();
+    let v = json(&upstream_with_spec(&fixture(), tmp.path(), "json"));
+    let reinit: Vec<_> = items(&v["changes"])
+        .into_iter()
+        .filter(|c| c.2.starts_with("GET /api/v2/workspaceagents/me/reinit"))
+        .map(|c| c.3)
+        .collect();
+    assert_eq!(
+        reinit,
+        ["text/event-stream response with no event schema in spec/upstream.toml [event-streams]; its events are not compared"]
+    );
+}
+
+#[test]
+fn known_inaccuracies_are_set_apart_with_their_evidence_and_stale_entries_reported() {
+    let v = json(&upstream(&fixture(), "json"));
+    assert_eq!(
+        items(&v["known"]),
+        [(
+            "openapi".to_owned(),
+            "changed".to_owned(),
+            "GET /api/v2/workspaceagents/me/external-auth query:id".to_owned(),
+            "required: spec false, upstream true".to_owned(),
+        )]
+    );
+    assert!(v["known"][0]["why"].as_str().unwrap().starts_with("Planted"));
+    assert_eq!(
+        v["known"][0]["evidence"][0],
+        "coderd/apidoc/swagger.json:1 @ 0000000 (fixture)"
+    );
+    assert!(
+        !items(&v["changes"]).iter().any(|c| c.2.ends_with("query:id")),
+        "a known item is not also a change"
+    );
+    let stale = v["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(
+        stale[0]["path"],
+        "GET /api/v2/workspaceagents/me/gitsshkey response.algorithm"
+    );
+    assert_eq!(v["counts"], serde_json::json!({"real": 18, "known": 1, "stale": 1}));
 }
 
 #[test]
@@ -128,18 +263,24 @@ fn text_output_is_a_checklist() {
         ),
         "{text}"
     );
-    assert!(text.contains("16 differences."), "{text}");
+    assert!(text.contains("18 differences, 1 known, 1 stale."), "{text}");
+    assert!(
+        text.contains("- known rest     GET /api/v2/workspaceagents/me/external-auth query:id: required: spec false, upstream true (both have it, differently); Planted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- [ ] stale rest     GET /api/v2/workspaceagents/me/gitsshkey response.algorithm: response property not upstream"),
+        "{text}"
+    );
     assert!(
         !text.contains("/users/me"),
         "non-agent endpoints are out of scope: {text}"
     );
 }
 
-#[test]
-fn a_checkout_equal_to_spec_reports_nothing_and_exits_0() {
-    // Undo every plant on a copy: the fixture then carries exactly spec/'s facts.
-    let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path();
+/// A copy of the fixture in `copy` with every plant undone but the known one
+/// (`id` required): it then carries exactly fake-spec/'s facts plus that one.
+fn unplanted(copy: &Path) {
     for f in [
         "agent/proto/agent.proto",
         "tailnet/proto/tailnet.proto",
@@ -197,17 +338,66 @@ fn a_checkout_equal_to_spec_reports_nothing_and_exits_0() {
         .remove("key_type");
     defs["fake.ExternalAuthResponse"]["properties"]["password"] = serde_json::json!({"type": "string"});
     defs["fake.PostLogSourceRequest"]["properties"]["icon"] = serde_json::json!({"type": "string"});
+    defs["fake.ReinitializationEvent"]["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("owner_id");
+    let paths = d["paths"].as_object_mut().unwrap();
+    paths["/workspaceagents/me/app-status"]["patch"]
+        .as_object_mut()
+        .unwrap()
+        .remove("deprecated");
     std::fs::write(&swagger, serde_json::to_string_pretty(&d).unwrap()).unwrap();
+}
 
-    let out = upstream(copy, "json");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+#[test]
+fn a_checkout_differing_only_in_known_ways_exits_0_and_shows_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("coder");
+    unplanted(&copy);
+    // The spec without the stale entry.
+    let spec = tmp.path().join("spec");
+    copy_dir(&fake_spec(), &spec);
+    let toml = spec.join("upstream.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let cut = text.find("# Matches nothing").unwrap();
+    std::fs::write(&toml, &text[..cut]).unwrap();
+
+    let out = upstream_with_spec(&copy, &spec, "json");
+    let v = json(&out);
     assert_eq!(
         v["changes"],
         serde_json::json!([]),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(v["counts"], serde_json::json!({"real": 0, "known": 1, "stale": 0}));
     assert!(out.status.success());
+    let text = String::from_utf8_lossy(&upstream_with_spec(&copy, &spec, "text").stdout).into_owned();
+    assert!(text.contains("  nothing differs\n"), "{text}");
+    assert!(text.contains("0 differences, 1 known, 0 stale.\n"), "{text}");
+}
+
+#[test]
+fn stale_known_entries_alone_exit_1() {
+    // Upstream fixed the `id` annotation too: both entries now match nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path();
+    unplanted(copy);
+    let swagger = copy.join("coderd/apidoc/swagger.json");
+    let text = std::fs::read_to_string(&swagger).unwrap();
+    let mut d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for p in d["paths"]["/workspaceagents/me/external-auth"]["get"]["parameters"]
+        .as_array_mut()
+        .unwrap()
+    {
+        p.as_object_mut().unwrap().remove("required");
+    }
+    std::fs::write(&swagger, serde_json::to_string_pretty(&d).unwrap()).unwrap();
+    let out = upstream(copy, "json");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["counts"], serde_json::json!({"real": 0, "known": 0, "stale": 2}));
 }
 
 #[test]

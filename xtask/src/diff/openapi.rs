@@ -667,10 +667,7 @@ mod tests {
     use super::*;
 
     fn spec() -> String {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
+        let root = crate::workspace_root().unwrap();
         std::fs::read_to_string(root.join("spec/openapi.yaml")).unwrap()
     }
 
