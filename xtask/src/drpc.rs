@@ -450,7 +450,11 @@ pub fn generate_versions(manifest: &Manifest) -> Result<TokenStream> {
         let suffix = version_suffix((vmaj, vmin));
         let method = format_ident!("connect_rpc{}", suffix);
         let agent = format_ident!("{}{}", manifest.services["agent"].service.to_upper_camel_case(), suffix);
-        let tailnet = format_ident!("{}{}", manifest.services["tailnet"].service.to_upper_camel_case(), suffix);
+        let tailnet = format_ident!(
+            "{}{}",
+            manifest.services["tailnet"].service.to_upper_camel_case(),
+            suffix
+        );
         let compat = match &v.release {
             Some(r) => format!("first accepted by Coder {r}"),
             None => "no Coder release known to accept it yet".to_owned(),
