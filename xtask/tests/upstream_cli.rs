@@ -63,21 +63,21 @@ fn reports_exactly_the_planted_differences() {
             "coder.tailnet.v2.DERPMap.Region.display_name",
             "field 4 renamed from region_name",
         ),
+        ("versions", "versions.2.11", "release v2.32.0 not recorded"),
         (
             "versions",
-            "versions.2.12",
+            "versions.2.14",
             "version missing from spec/versions.toml (shipped in v2.33.0)",
         ),
-        ("versions", "versions.2.9", "release v2.32.0 not recorded"),
         (
             "versions",
             "versions.GetWorkspaceTags",
-            "upstream's history adds it in v2.12; spec/versions.toml does not list it",
+            "upstream's history adds it in v2.14; spec/versions.toml does not list it",
         ),
         (
             "versions",
             "versions.current",
-            "newest version: spec 2.11, upstream CurrentVersion 2.12",
+            "newest version: spec 2.13, upstream CurrentVersion 2.14",
         ),
         (
             "openapi",
@@ -173,10 +173,10 @@ fn a_checkout_equal_to_spec_reports_nothing_and_exits_0() {
     edit(go, "//   - Shipped in Coder v2.32.0\n", "");
     edit(
         go,
-        "// API v2.12:\n//   - Shipped in Coder v2.33.0\n//   - Agent API: new GetWorkspaceTags RPC\n//\n",
+        "// API v2.14:\n//   - Shipped in Coder v2.33.0\n//   - Agent API: new GetWorkspaceTags RPC\n//\n",
         "",
     );
-    edit(go, "CurrentMinor = 12", "CurrentMinor = 11");
+    edit(go, "CurrentMinor = 14", "CurrentMinor = 13");
     let swagger = copy.join("coderd/apidoc/swagger.json");
     let mut d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&swagger).unwrap()).unwrap();
     let paths = d["paths"].as_object_mut().unwrap();
