@@ -406,7 +406,7 @@ pub trait AgentClient27: AgentClient26 {
         rt::unary(self.transport(), &methods::REPORT_BOUNDARY_LOGS, request)
     }
 }
-/// The Agent API at v2.8: adds UpdateAppStatus (Coder v2.31.0+).
+/// The Agent API at v2.8: adds UpdateAppStatus (Coder v2.31.1+).
 pub trait AgentClient28: AgentClient27 {
     /// Calls `UpdateAppStatus` (since v2.8).
     fn update_app_status(
@@ -418,9 +418,9 @@ pub trait AgentClient28: AgentClient27 {
         rt::unary(self.transport(), &methods::UPDATE_APP_STATUS, request)
     }
 }
-/// The Agent API at v2.9: no new RPCs on this service.
+/// The Agent API at v2.9: no new RPCs on this service (Coder v2.34.0+).
 pub trait AgentClient29: AgentClient28 {}
-/// The Agent API at v2.10: adds PushContextState.
+/// The Agent API at v2.10: adds PushContextState (Coder v2.35.0+).
 pub trait AgentClient210: AgentClient29 {
     /// Calls `PushContextState` (since v2.10).
     fn push_context_state(
@@ -434,6 +434,10 @@ pub trait AgentClient210: AgentClient29 {
 }
 /// The Agent API at v2.11: no new RPCs on this service.
 pub trait AgentClient211: AgentClient210 {}
+/// The Agent API at v2.12: no new RPCs on this service.
+pub trait AgentClient212: AgentClient211 {}
+/// The Agent API at v2.13: no new RPCs on this service.
+pub trait AgentClient213: AgentClient212 {}
 /// A client of the Agent API at v2.0; it has the RPCs of [`AgentClient20`] and the traits it extends. Cloning shares the connection.
 #[derive(Clone)]
 pub struct Agent20 {
@@ -764,10 +768,79 @@ impl AgentClient28 for Agent211 {}
 impl AgentClient29 for Agent211 {}
 impl AgentClient210 for Agent211 {}
 impl AgentClient211 for Agent211 {}
+/// A client of the Agent API at v2.12; it has the RPCs of [`AgentClient212`] and the traits it extends. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Agent212 {
+    transport: SharedTransport,
+}
+impl Agent212 {
+    /// Builds the client over a transport (normally an RPC connection).
+    pub fn new(transport: SharedTransport) -> Self {
+        Self { transport }
+    }
+}
+impl std::fmt::Debug for Agent212 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Agent212")
+    }
+}
+impl DrpcClient for Agent212 {
+    fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+}
+impl AgentClient20 for Agent212 {}
+impl AgentClient21 for Agent212 {}
+impl AgentClient22 for Agent212 {}
+impl AgentClient23 for Agent212 {}
+impl AgentClient24 for Agent212 {}
+impl AgentClient25 for Agent212 {}
+impl AgentClient26 for Agent212 {}
+impl AgentClient27 for Agent212 {}
+impl AgentClient28 for Agent212 {}
+impl AgentClient29 for Agent212 {}
+impl AgentClient210 for Agent212 {}
+impl AgentClient211 for Agent212 {}
+impl AgentClient212 for Agent212 {}
+/// A client of the Agent API at v2.13; it has the RPCs of [`AgentClient213`] and the traits it extends. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Agent213 {
+    transport: SharedTransport,
+}
+impl Agent213 {
+    /// Builds the client over a transport (normally an RPC connection).
+    pub fn new(transport: SharedTransport) -> Self {
+        Self { transport }
+    }
+}
+impl std::fmt::Debug for Agent213 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Agent213")
+    }
+}
+impl DrpcClient for Agent213 {
+    fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+}
+impl AgentClient20 for Agent213 {}
+impl AgentClient21 for Agent213 {}
+impl AgentClient22 for Agent213 {}
+impl AgentClient23 for Agent213 {}
+impl AgentClient24 for Agent213 {}
+impl AgentClient25 for Agent213 {}
+impl AgentClient26 for Agent213 {}
+impl AgentClient27 for Agent213 {}
+impl AgentClient28 for Agent213 {}
+impl AgentClient29 for Agent213 {}
+impl AgentClient210 for Agent213 {}
+impl AgentClient211 for Agent213 {}
+impl AgentClient212 for Agent213 {}
+impl AgentClient213 for Agent213 {}
 /// The newest Agent client this crate knows.
-pub type AgentLatest = Agent211;
+pub type AgentLatest = Agent213;
 /// The client trait of the newest version, for generic code.
-pub use self::AgentClient211 as LatestClient;
+pub use self::AgentClient213 as LatestClient;
 ///The server side of `coder.agent.v2.Agent`: implement the RPCs you serve; every other one answers Unimplemented, as Go's generated stubs do.
 pub trait AgentServer: Send + Sync + 'static {
     /// Serves `GetManifest`. The default answers Unimplemented (code 12).

@@ -147,14 +147,18 @@ pub trait TailnetClient25: TailnetClient24 {}
 pub trait TailnetClient26: TailnetClient25 {}
 /// The Tailnet API at v2.7: no new RPCs on this service (Coder v2.30.0+).
 pub trait TailnetClient27: TailnetClient26 {}
-/// The Tailnet API at v2.8: no new RPCs on this service (Coder v2.31.0+).
+/// The Tailnet API at v2.8: no new RPCs on this service (Coder v2.31.1+).
 pub trait TailnetClient28: TailnetClient27 {}
-/// The Tailnet API at v2.9: no new RPCs on this service.
+/// The Tailnet API at v2.9: no new RPCs on this service (Coder v2.34.0+).
 pub trait TailnetClient29: TailnetClient28 {}
-/// The Tailnet API at v2.10: no new RPCs on this service.
+/// The Tailnet API at v2.10: no new RPCs on this service (Coder v2.35.0+).
 pub trait TailnetClient210: TailnetClient29 {}
 /// The Tailnet API at v2.11: no new RPCs on this service.
 pub trait TailnetClient211: TailnetClient210 {}
+/// The Tailnet API at v2.12: no new RPCs on this service.
+pub trait TailnetClient212: TailnetClient211 {}
+/// The Tailnet API at v2.13: no new RPCs on this service.
+pub trait TailnetClient213: TailnetClient212 {}
 /// A client of the Tailnet API at v2.0; it has the RPCs of [`TailnetClient20`] and the traits it extends. Cloning shares the connection.
 #[derive(Clone)]
 pub struct Tailnet20 {
@@ -485,10 +489,79 @@ impl TailnetClient28 for Tailnet211 {}
 impl TailnetClient29 for Tailnet211 {}
 impl TailnetClient210 for Tailnet211 {}
 impl TailnetClient211 for Tailnet211 {}
+/// A client of the Tailnet API at v2.12; it has the RPCs of [`TailnetClient212`] and the traits it extends. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Tailnet212 {
+    transport: SharedTransport,
+}
+impl Tailnet212 {
+    /// Builds the client over a transport (normally an RPC connection).
+    pub fn new(transport: SharedTransport) -> Self {
+        Self { transport }
+    }
+}
+impl std::fmt::Debug for Tailnet212 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tailnet212")
+    }
+}
+impl DrpcClient for Tailnet212 {
+    fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+}
+impl TailnetClient20 for Tailnet212 {}
+impl TailnetClient21 for Tailnet212 {}
+impl TailnetClient22 for Tailnet212 {}
+impl TailnetClient23 for Tailnet212 {}
+impl TailnetClient24 for Tailnet212 {}
+impl TailnetClient25 for Tailnet212 {}
+impl TailnetClient26 for Tailnet212 {}
+impl TailnetClient27 for Tailnet212 {}
+impl TailnetClient28 for Tailnet212 {}
+impl TailnetClient29 for Tailnet212 {}
+impl TailnetClient210 for Tailnet212 {}
+impl TailnetClient211 for Tailnet212 {}
+impl TailnetClient212 for Tailnet212 {}
+/// A client of the Tailnet API at v2.13; it has the RPCs of [`TailnetClient213`] and the traits it extends. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Tailnet213 {
+    transport: SharedTransport,
+}
+impl Tailnet213 {
+    /// Builds the client over a transport (normally an RPC connection).
+    pub fn new(transport: SharedTransport) -> Self {
+        Self { transport }
+    }
+}
+impl std::fmt::Debug for Tailnet213 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tailnet213")
+    }
+}
+impl DrpcClient for Tailnet213 {
+    fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+}
+impl TailnetClient20 for Tailnet213 {}
+impl TailnetClient21 for Tailnet213 {}
+impl TailnetClient22 for Tailnet213 {}
+impl TailnetClient23 for Tailnet213 {}
+impl TailnetClient24 for Tailnet213 {}
+impl TailnetClient25 for Tailnet213 {}
+impl TailnetClient26 for Tailnet213 {}
+impl TailnetClient27 for Tailnet213 {}
+impl TailnetClient28 for Tailnet213 {}
+impl TailnetClient29 for Tailnet213 {}
+impl TailnetClient210 for Tailnet213 {}
+impl TailnetClient211 for Tailnet213 {}
+impl TailnetClient212 for Tailnet213 {}
+impl TailnetClient213 for Tailnet213 {}
 /// The newest Tailnet client this crate knows.
-pub type TailnetLatest = Tailnet211;
+pub type TailnetLatest = Tailnet213;
 /// The client trait of the newest version, for generic code.
-pub use self::TailnetClient211 as LatestClient;
+pub use self::TailnetClient213 as LatestClient;
 ///The server side of `coder.tailnet.v2.Tailnet`: implement the RPCs you serve; every other one answers Unimplemented, as Go's generated stubs do.
 pub trait TailnetServer: Send + Sync + 'static {
     /// Serves `PostTelemetry`. The default answers Unimplemented (code 12).

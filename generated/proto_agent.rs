@@ -1321,7 +1321,7 @@ pub struct Connection {
     pub id: ::prost::alloc::vec::Vec<u8>,
     #[prost(enumeration = "connection::Action", tag = "2")]
     pub action: i32,
-    /// replaced by app_name
+    /// replaced by app_name in API v2.13
     #[deprecated]
     #[prost(enumeration = "connection::Type", tag = "3")]
     pub r#type: i32,
@@ -1333,6 +1333,9 @@ pub struct Connection {
     pub status_code: i32,
     #[prost(string, optional, tag = "7")]
     pub reason: ::core::option::Option<::prost::alloc::string::String>,
+    /// API v2.13. The number 8 dates from this spec's first version and is not
+    /// yet confirmed against upstream's agent.proto (the newest upstream copy
+    /// checked, 2026-07-24, predates 2.11 and has no app_name).
     #[prost(string, tag = "8")]
     pub app_name: ::prost::alloc::string::String,
 }

@@ -540,6 +540,8 @@ pub struct TelemetryEvent {
     pub derp_latency: ::core::option::Option<::prost_types::Duration>,
     #[prost(message, optional, tag = "17")]
     pub p2p_latency: ::core::option::Option<::prost_types::Duration>,
+    /// API v2.12 adds a client_session_id string here; it is left out until
+    /// its field number is confirmed from upstream's tailnet.proto.
     #[prost(message, optional, tag = "18")]
     pub throughput_mbits: ::core::option::Option<f32>,
 }

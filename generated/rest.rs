@@ -169,6 +169,12 @@ provider is configured with extra token keys.
     pub struct ExternalAuthResponse {
         #[serde(default)]
         pub access_token: ::std::string::String,
+        /**When the token expires, in UTC. coderd always writes it; Go's zero
+time, "0001-01-01T00:00:00Z", means no known expiry (also what a
+response without a token carries).
+*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub expires_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         ///Git credential password (legacy gitauth form).
         #[serde(default)]
         pub password: ::std::string::String,
@@ -402,14 +408,18 @@ agent, so a fixed ID keeps one source across restarts.
         #[serde(default)]
         pub version: ::std::string::String,
     }
-    /**The data of a reinit `data` event. The key `WorkspaceID` is the Go
-field name (no json tag); Go matches keys case-insensitively when
-decoding.
+    /**The data of a reinit `data` event, as coderd writes it since April
+2026: `workspace_id`, `reason`, and `owner_id` unless it is the nil
+UUID (Go's omitzero). Older coderd wrote `{"WorkspaceID": <uuid>,
+"reason": ...}` (a Go field without a JSON tag) and no owner; readers
+should accept both. Go matches keys case-insensitively when decoding.
 */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ReinitializationEvent {
+        ///The workspace's owner after the claim; absent when nil.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub owner_id: ::std::option::Option<::uuid::Uuid>,
         pub reason: ReinitializationReason,
-        #[serde(rename = "WorkspaceID")]
         pub workspace_id: ::uuid::Uuid,
     }
     ///`ReinitializationReason`
@@ -1002,6 +1012,10 @@ Sends a `PATCH` request to `/api/v2/workspaceagents/me/logs`
     }
     /**Report the status of a workspace app
 
+Deprecated upstream: Go's client points to the UpdateAppStatus RPC
+(agent API v2.8) instead.
+
+
 Sends a `PATCH` request to `/api/v2/workspaceagents/me/app-status`
 
 */
@@ -1096,12 +1110,16 @@ Name the provider with either `id` or `match` (a URL matched against
 the providers' regexes), not both. With `listen=true` the request
 blocks until the user authenticates, so it must not run under a short
 total timeout. Go always sends `id` and `match` (possibly empty) and
-sends the other parameters only when set.
+sends the other parameters (`listen`, `git_branch`, `git_remote_origin`,
+`chat_id`) only when set.
 
 
 Sends a `GET` request to `/api/v2/workspaceagents/me/external-auth`
 
 Arguments:
+- `chat_id`: The chat that started the Git operation, a UUID; coderd ignores a
+value that does not parse.
+
 - `git_branch`: The current Git branch of the working directory.
 - `git_remote_origin`: The remote origin URL of the Git repository.
 - `id`: The ID of the provider.
@@ -1110,6 +1128,7 @@ Arguments:
 */
     pub async fn get_external_auth<'a>(
         &'a self,
+        chat_id: Option<&'a str>,
         git_branch: Option<&'a str>,
         git_remote_origin: Option<&'a str>,
         id: Option<&'a str>,
@@ -1131,6 +1150,7 @@ Arguments:
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("chat_id", &chat_id))
             .query(&progenitor_client::QueryParam::new("git_branch", &git_branch))
             .query(
                 &progenitor_client::QueryParam::new(
@@ -1169,12 +1189,25 @@ every 15 s, no data line) and `data`, whose data line is a compact
 a raw byte stream; the generated client's default 15 s total timeout
 must not be used for this call.
 
+With `wait=true` (Go's client always sends it) coderd first checks
+the workspace's durable claim state: a claimed prebuild whose claim
+build succeeded gets one `data` event at once (the stream then stays
+open); a workspace that is not a prebuild waiting to be claimed, a
+claim already handled by a later build, or a claim build that failed
+gets 409, which tells the agent to stop asking. Without `wait` coderd
+only relays claim events as they happen.
+
 
 Sends a `GET` request to `/api/v2/workspaceagents/me/reinit`
+
+Arguments:
+- `wait`: Opt in to the durable claim check (parsed as Go's
+strconv.ParseBool; anything else counts as false).
 
 */
     pub async fn get_reinit<'a>(
         &'a self,
+        wait: Option<bool>,
     ) -> Result<ResponseValue<ByteStream>, Error<types::Response>> {
         let url = format!("{}/api/v2/workspaceagents/me/reinit", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
@@ -1184,7 +1217,12 @@ Sends a `GET` request to `/api/v2/workspaceagents/me/reinit`
                 ::reqwest::header::HeaderValue::from_static(Self::api_version()),
             );
         #[allow(unused_mut)]
-        let mut request = self.client.get(url).headers(header_map).build()?;
+        let mut request = self
+            .client
+            .get(url)
+            .query(&progenitor_client::QueryParam::new("wait", &wait))
+            .headers(header_map)
+            .build()?;
         let info = OperationInfo {
             operation_id: "get_reinit",
         };
@@ -1194,7 +1232,10 @@ Sends a `GET` request to `/api/v2/workspaceagents/me/reinit`
         let response = result?;
         match response.status().as_u16() {
             200u16 => Ok(ResponseValue::stream(response)),
-            400u16..=499u16 => {
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            409u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16..=599u16 => {

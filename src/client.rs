@@ -421,6 +421,11 @@ impl Client {
 
     /// Reports the status of a workspace app (`PATCH /api/v2/workspaceagents/me/app-status`).
     /// The body of a 200 is ignored, as in Go.
+    ///
+    /// Deprecated upstream: Go's `PatchAppStatus` points to the
+    /// `UpdateAppStatus` RPC of agent API v2.8 instead
+    /// ([`Agent28::update_app_status`](crate::rpc::agent::Agent28) and later
+    /// clients), which coderd serves on the agent's RPC connection.
     pub async fn patch_app_status(&self, request: &PatchAppStatus) -> Result<(), Error> {
         self.authed(self.inner.rest.timeout(), None, |c| c.patch_app_status(request))
             .await
@@ -442,7 +447,7 @@ impl Client {
     /// An access token for an external auth provider
     /// (`GET /api/v2/workspaceagents/me/external-auth`). `id` and `match`
     /// are always sent, `listen=true` only when listening, the Git fields
-    /// only when not empty. A listening call waits without a client-side
+    /// and `chat_id` only when not empty. A listening call waits without a client-side
     /// time limit until the user has authenticated.
     pub async fn external_auth(&self, request: &ExternalAuthRequest) -> Result<ExternalAuthResponse, Error> {
         let timeout = if request.listen {
@@ -453,10 +458,12 @@ impl Client {
         let non_empty = |s: &str| Some(s).filter(|s| !s.is_empty()).map(str::to_owned);
         let git_branch = non_empty(&request.git_branch);
         let git_remote_origin = non_empty(&request.git_remote_origin);
+        let chat_id = non_empty(&request.chat_id);
         let listen = request.listen.then_some(true);
         let outcome = self
             .authed(timeout, None, |c| {
                 c.get_external_auth(
+                    chat_id.as_deref(),
                     git_branch.as_deref(),
                     git_remote_origin.as_deref(),
                     Some(request.id.as_str()),
@@ -472,23 +479,32 @@ impl Client {
     }
 
     /// Waits for coderd to say that this agent must reinitialize (a
-    /// prebuilt workspace was claimed): `GET /api/v2/workspaceagents/me/reinit`
-    /// with `Accept: text/event-stream`, read until the first `data` event.
+    /// prebuilt workspace was claimed):
+    /// `GET /api/v2/workspaceagents/me/reinit?wait=true` with
+    /// `Accept: text/event-stream`, read until the first `data` event. As
+    /// Go's client, it sends `wait=true`, so today's coderd answers at once
+    /// for a claim it already recorded, and answers 409 (an
+    /// [`Error::Api`] with status 409) when no reinit event will ever come:
+    /// a regular workspace, a claim already handled, or a failed claim build.
     /// No time limit applies; drop the future to stop waiting.
     pub async fn wait_for_reinit(&self) -> Result<ReinitializationEvent, Error> {
-        let body = match self.authed(None, Some("text/event-stream"), |c| c.get_reinit()).await? {
+        let body = match self
+            .authed(None, Some("text/event-stream"), |c| c.get_reinit(Some(true)))
+            .await?
+        {
             Decoded::Value(body) => body,
             Decoded::Undecodable(why) => return Err(Error::InvalidResponse(why)),
         };
         ReinitReceiver::new(body.into_inner()).receive().await
     }
 
-    /// Reinitialization events, forever: [`Client::wait_for_reinit`] in a
-    /// loop that reconnects after any failure, immediately the first time,
-    /// then after 100 ms growing by the golden ratio up to 10 s, and
-    /// immediately again after each event. Failures are logged (tracing,
-    /// `warn`), not returned. The stream owns no task: dropping it stops
-    /// everything, an open request included.
+    /// Reinitialization events: [`Client::wait_for_reinit`] in a loop that
+    /// reconnects after any failure, immediately the first time, then after
+    /// 100 ms growing by the golden ratio up to 10 s, and immediately again
+    /// after each event. Failures are logged (tracing, `warn`), not
+    /// returned, except coderd's 409: as in Go's `WaitForReinitLoop`, that
+    /// answer is terminal and ends the stream (logged at `info`). The stream
+    /// owns no task: dropping it stops everything, an open request included.
     pub fn wait_for_reinit_loop(&self) -> BoxStream<'static, ReinitializationEvent> {
         let state = (self.clone(), Backoff::new(REINIT_BACKOFF_FLOOR, REINIT_BACKOFF_CEILING));
         Box::pin(futures::stream::unfold(state, |(client, mut backoff)| async move {
@@ -502,6 +518,10 @@ impl Client {
                     Ok(event) => {
                         backoff.reset();
                         return Some((event, (client, backoff)));
+                    }
+                    Err(e) if e.status() == Some(409) => {
+                        tracing::info!(error = %e, "received terminal 409, stopping reinit polling");
+                        return None;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "failed to wait for agent reinitialization instructions");

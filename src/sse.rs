@@ -297,35 +297,102 @@ impl<'de> Deserialize<'de> for ReinitializationReason {
 
 /// The data of a reinit `data` event (Go's `agentsdk.ReinitializationEvent`).
 ///
-/// Encoded as Go does, `{"WorkspaceID":"<uuid>","reason":"prebuild_claimed"}`
-/// (the Go field has no JSON tag, so its name is the key). Decoded as Go's
-/// `encoding/json` does: keys match case-insensitively, unknown keys are
-/// ignored, a missing or `null` value leaves the zero value (the nil UUID,
-/// an empty reason), a wrong JSON type is an error.
+/// coderd has sent two JSON shapes ([`ReinitEventShape`]). Today's
+/// (coder/coder#23108, April 2026) is
+/// `{"workspace_id":"<uuid>","reason":"prebuild_claimed","owner_id":"<uuid>"}`,
+/// with `owner_id` left out when it is the nil UUID (Go's `omitzero`).
+/// Older coderd wrote `{"WorkspaceID":"<uuid>","reason":"prebuild_claimed"}`
+/// (a Go field without a JSON tag). [`Serialize`] writes today's shape;
+/// [`ReinitializationEvent::to_json`] writes either.
+///
+/// Decoded as Go's `encoding/json` does (keys match case-insensitively,
+/// unknown keys are ignored, a missing or `null` value leaves the zero
+/// value, a wrong JSON type is an error), with one addition: both
+/// `workspace_id` and the older `WorkspaceID` are read, `workspace_id`
+/// winning when both are present. Go's current client reads only
+/// `workspace_id`, so against an older coderd it sees the nil UUID; this
+/// crate sees the workspace either way.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReinitializationEvent {
     /// The workspace whose agent must reinitialize.
     pub workspace_id: Uuid,
     /// Why.
     pub reason: ReinitializationReason,
+    /// The workspace's owner after the claim: `None` when coderd sent none
+    /// (an older coderd, or the nil UUID, which Go leaves out). An agent
+    /// can skip a second event for the owner it already reinitialized for,
+    /// as Go's agent does.
+    pub owner_id: Option<Uuid>,
+}
+
+/// Which JSON shape a [`ReinitializationEvent`] is written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReinitEventShape {
+    /// Today's coderd: `workspace_id`, `reason`, then `owner_id` unless nil.
+    #[default]
+    Current,
+    /// coderd before coder/coder#23108: `WorkspaceID` and `reason`; no owner.
+    Legacy,
 }
 
 impl ReinitializationEvent {
-    /// A `prebuild_claimed` event for `workspace_id`.
+    /// A `prebuild_claimed` event for `workspace_id`, without an owner.
     pub fn prebuild_claimed(workspace_id: Uuid) -> Self {
         ReinitializationEvent {
             workspace_id,
             reason: ReinitializationReason::PrebuildClaimed,
+            owner_id: None,
         }
+    }
+
+    /// The same event naming `owner_id` as the new owner (the nil UUID means none).
+    pub fn with_owner(mut self, owner_id: Uuid) -> Self {
+        self.owner_id = Some(owner_id).filter(|id| !id.is_nil());
+        self
+    }
+
+    /// The same event with another reason.
+    pub fn with_reason(mut self, reason: ReinitializationReason) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// The compact JSON coderd writes as the event's data line, in `shape`.
+    pub fn to_json(&self, shape: ReinitEventShape) -> String {
+        let json = match shape {
+            ReinitEventShape::Current => serde_json::to_string(self),
+            ReinitEventShape::Legacy => serde_json::to_string(&LegacyShape(self)),
+        };
+        // Uuids and strings always serialize.
+        json.unwrap_or_else(|_| "null".to_owned())
     }
 }
 
 impl Serialize for ReinitializationEvent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("ReinitializationEvent", 2)?;
-        st.serialize_field("WorkspaceID", &self.workspace_id)?;
+        let owner = self.owner_id.filter(|id| !id.is_nil());
+        let mut st = s.serialize_struct("ReinitializationEvent", 2 + usize::from(owner.is_some()))?;
+        st.serialize_field("workspace_id", &self.workspace_id)?;
         st.serialize_field("reason", &self.reason)?;
+        if let Some(owner) = owner {
+            st.serialize_field("owner_id", &owner)?;
+        }
+        st.end()
+    }
+}
+
+/// The pre-#23108 shape: `{"WorkspaceID":...,"reason":...}`.
+struct LegacyShape<'a>(&'a ReinitializationEvent);
+
+impl Serialize for LegacyShape<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ReinitializationEvent", 2)?;
+        st.serialize_field("WorkspaceID", &self.0.workspace_id)?;
+        st.serialize_field("reason", &self.0.reason)?;
         st.end()
     }
 }
@@ -366,12 +433,26 @@ impl<'de> Deserialize<'de> for ReinitializationEvent {
                 let mut event = ReinitializationEvent {
                     workspace_id: Uuid::nil(),
                     reason: ReinitializationReason::Other(String::new()),
+                    owner_id: None,
                 };
+                // The legacy key's value, used only when `workspace_id` is absent.
+                let mut legacy_workspace_id = None;
+                let mut saw_workspace_id = false;
+                let uuid = |id: String| Uuid::parse_str(&id).map_err(de::Error::custom);
                 while let Some(key) = map.next_key::<String>()? {
-                    if go_equal_fold(&key, "WorkspaceID") {
+                    if go_equal_fold(&key, "workspace_id") {
+                        saw_workspace_id = true;
                         // null leaves the zero value, as Go does.
                         if let Some(id) = map.next_value::<Option<String>>()? {
-                            event.workspace_id = Uuid::parse_str(&id).map_err(de::Error::custom)?;
+                            event.workspace_id = uuid(id)?;
+                        }
+                    } else if go_equal_fold(&key, "WorkspaceID") {
+                        if let Some(id) = map.next_value::<Option<String>>()? {
+                            legacy_workspace_id = Some(uuid(id)?);
+                        }
+                    } else if go_equal_fold(&key, "owner_id") {
+                        if let Some(id) = map.next_value::<Option<String>>()? {
+                            event.owner_id = Some(uuid(id)?).filter(|id| !id.is_nil());
                         }
                     } else if go_equal_fold(&key, "reason") {
                         if let Some(reason) = map.next_value::<Option<String>>()? {
@@ -379,6 +460,11 @@ impl<'de> Deserialize<'de> for ReinitializationEvent {
                         }
                     } else {
                         map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                if !saw_workspace_id {
+                    if let Some(id) = legacy_workspace_id {
+                        event.workspace_id = id;
                     }
                 }
                 Ok(event)
@@ -509,7 +595,7 @@ mod transmit {
     use futures::Stream;
     use tokio::sync::{mpsc, oneshot};
 
-    use super::{encode_event, ReinitializationEvent, EVENT_DATA, EVENT_PING, PING_INTERVAL};
+    use super::{encode_event, ReinitEventShape, ReinitializationEvent, EVENT_DATA, EVENT_PING, PING_INTERVAL};
 
     /// How a transmission ended (Go's `ErrTransmissionSourceClosed` and
     /// `ErrTransmissionTargetClosed`).
@@ -541,17 +627,21 @@ mod transmit {
     /// (the server half of the reinit channel; Go's `SSEAgentReinitTransmitter`).
     ///
     /// Each event is written as `event: data\ndata: <compact JSON>\n\n`
-    /// and a `event: ping\n\n` heartbeat is written every ping interval
-    /// (15 s by default), each as its own body chunk so hyper flushes it.
+    /// (today's JSON shape unless [`ReinitTransmitter::event_shape`] says
+    /// otherwise) and a `event: ping\n\n` heartbeat is written every ping
+    /// interval (15 s by default), each as its own body chunk so hyper
+    /// flushes it.
     #[derive(Clone, Debug)]
     pub struct ReinitTransmitter {
         ping_interval: Duration,
+        shape: ReinitEventShape,
     }
 
     impl Default for ReinitTransmitter {
         fn default() -> Self {
             ReinitTransmitter {
                 ping_interval: PING_INTERVAL,
+                shape: ReinitEventShape::Current,
             }
         }
     }
@@ -568,6 +658,13 @@ mod transmit {
             self
         }
 
+        /// The JSON shape events are written in: [`ReinitEventShape::Legacy`]
+        /// plays a coderd from before coder/coder#23108.
+        pub fn event_shape(mut self, shape: ReinitEventShape) -> Self {
+            self.shape = shape;
+            self
+        }
+
         /// The response to return from a handler, and a future that
         /// resolves once the transmission has ended and says why.
         pub fn transmit(self, events: mpsc::Receiver<ReinitializationEvent>) -> (Response<Body>, TransmitDone) {
@@ -577,6 +674,7 @@ mod transmit {
             ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let body = SseBody {
                 events,
+                shape: self.shape,
                 ping,
                 outcome: Some(tx),
             };
@@ -595,6 +693,7 @@ mod transmit {
     /// the outcome when it ends or is dropped.
     struct SseBody {
         events: mpsc::Receiver<ReinitializationEvent>,
+        shape: ReinitEventShape,
         ping: tokio::time::Interval,
         outcome: Option<oneshot::Sender<TransmitError>>,
     }
@@ -616,7 +715,7 @@ mod transmit {
             }
             match self.events.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
-                    let json = serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned());
+                    let json = event.to_json(self.shape);
                     return Poll::Ready(Some(Ok(Bytes::from(encode_event(EVENT_DATA, Some(&json))))));
                 }
                 Poll::Ready(None) => {
@@ -714,35 +813,91 @@ mod tests {
         assert_eq!(encode_event("data", Some("{}")), "event: data\ndata: {}\n\n");
     }
 
+    const WS: &str = "a7c5f2a3-53ad-4b0b-8b46-6fd0f2d0a8c1";
+    const OWNER: &str = "0e6f1c9b-2d34-4a8e-9c1f-5b7a3d2e4f60";
+
     #[test]
-    fn reinit_event_encodes_like_go() {
-        let id = Uuid::parse_str("a7c5f2a3-53ad-4b0b-8b46-6fd0f2d0a8c1").unwrap();
-        let json = serde_json::to_string(&ReinitializationEvent::prebuild_claimed(id)).unwrap();
+    fn reinit_event_encodes_like_todays_go_and_omits_a_nil_owner() {
+        let id = Uuid::parse_str(WS).unwrap();
+        let owner = Uuid::parse_str(OWNER).unwrap();
+        let claimed = ReinitializationEvent::prebuild_claimed(id);
         assert_eq!(
-            json,
-            r#"{"WorkspaceID":"a7c5f2a3-53ad-4b0b-8b46-6fd0f2d0a8c1","reason":"prebuild_claimed"}"#
+            serde_json::to_string(&claimed).unwrap(),
+            format!(r#"{{"workspace_id":"{WS}","reason":"prebuild_claimed"}}"#)
+        );
+        assert_eq!(
+            claimed.clone().with_owner(owner).to_json(ReinitEventShape::Current),
+            format!(r#"{{"workspace_id":"{WS}","reason":"prebuild_claimed","owner_id":"{OWNER}"}}"#)
+        );
+        // Go's omitzero: the nil UUID is left out, and with_owner(nil) means no owner.
+        assert_eq!(claimed.clone().with_owner(Uuid::nil()).owner_id, None);
+        let forced_nil = ReinitializationEvent {
+            owner_id: Some(Uuid::nil()),
+            ..claimed.clone()
+        };
+        assert_eq!(
+            forced_nil.to_json(ReinitEventShape::Current),
+            claimed.to_json(ReinitEventShape::Current)
         );
     }
 
     #[test]
-    fn reinit_event_decodes_keys_case_insensitively_and_ignores_unknown_keys() {
-        let id = "a7c5f2a3-53ad-4b0b-8b46-6fd0f2d0a8c1";
+    fn reinit_event_legacy_shape_is_the_old_coderds_bytes() {
+        let id = Uuid::parse_str(WS).unwrap();
+        let event = ReinitializationEvent::prebuild_claimed(id).with_owner(Uuid::parse_str(OWNER).unwrap());
+        assert_eq!(
+            event.to_json(ReinitEventShape::Legacy),
+            format!(r#"{{"WorkspaceID":"{WS}","reason":"prebuild_claimed"}}"#)
+        );
+    }
+
+    #[test]
+    fn reinit_event_reads_both_shapes_case_insensitively_and_ignores_unknown_keys() {
         for json in [
-            format!(r#"{{"WorkspaceID":"{id}","reason":"prebuild_claimed"}}"#),
-            format!(r#"{{"workspaceid":"{id}","REASON":"prebuild_claimed","UserID":"x"}}"#),
-            format!(r#"{{"workspaceId":"{id}","Reason":"prebuild_claimed","extra":{{"a":[1]}}}}"#),
+            format!(r#"{{"workspace_id":"{WS}","reason":"prebuild_claimed","owner_id":"{OWNER}"}}"#),
+            format!(r#"{{"Workspace_ID":"{WS}","REASON":"prebuild_claimed","Owner_Id":"{OWNER}","x":1}}"#),
         ] {
             let e: ReinitializationEvent = serde_json::from_str(&json).unwrap();
-            assert_eq!(e.workspace_id.to_string(), id);
+            assert_eq!(e.workspace_id.to_string(), WS, "{json}");
+            assert_eq!(e.owner_id.map(|o| o.to_string()).as_deref(), Some(OWNER), "{json}");
+            assert_eq!(e.reason, ReinitializationReason::PrebuildClaimed);
+        }
+        for json in [
+            format!(r#"{{"WorkspaceID":"{WS}","reason":"prebuild_claimed"}}"#),
+            format!(r#"{{"workspaceid":"{WS}","REASON":"prebuild_claimed","UserID":"x"}}"#),
+            format!(r#"{{"workspaceId":"{WS}","Reason":"prebuild_claimed","extra":{{"a":[1]}}}}"#),
+        ] {
+            let e: ReinitializationEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(e.workspace_id.to_string(), WS, "{json}");
+            assert_eq!(e.owner_id, None);
             assert_eq!(e.reason, ReinitializationReason::PrebuildClaimed);
         }
     }
 
     #[test]
+    fn reinit_event_current_key_wins_over_the_legacy_key_in_either_order() {
+        let other = "11111111-2222-4333-8444-555555555555";
+        for json in [
+            format!(r#"{{"WorkspaceID":"{other}","workspace_id":"{WS}"}}"#),
+            format!(r#"{{"workspace_id":"{WS}","WorkspaceID":"{other}"}}"#),
+        ] {
+            let e: ReinitializationEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(e.workspace_id.to_string(), WS, "{json}");
+        }
+    }
+
+    #[test]
     fn reinit_event_missing_or_null_fields_take_go_zero_values() {
-        let e: ReinitializationEvent = serde_json::from_str(r#"{"WorkspaceID":null}"#).unwrap();
-        assert_eq!(e.workspace_id, Uuid::nil());
-        assert_eq!(e.reason.as_str(), "");
+        for json in [
+            r#"{"WorkspaceID":null}"#,
+            r#"{"workspace_id":null,"owner_id":null}"#,
+            r#"{"owner_id":"00000000-0000-0000-0000-000000000000"}"#,
+        ] {
+            let e: ReinitializationEvent = serde_json::from_str(json).unwrap();
+            assert_eq!(e.workspace_id, Uuid::nil(), "{json}");
+            assert_eq!(e.owner_id, None, "{json}");
+            assert_eq!(e.reason.as_str(), "");
+        }
         let e: ReinitializationEvent = serde_json::from_str(r#"{"reason":"something_new"}"#).unwrap();
         assert_eq!(e.reason, ReinitializationReason::Other("something_new".into()));
     }
@@ -752,6 +907,8 @@ mod tests {
         assert!(serde_json::from_str::<ReinitializationEvent>(r#"{"WorkspaceID":42}"#).is_err());
         assert!(serde_json::from_str::<ReinitializationEvent>(r#"{"reason":true}"#).is_err());
         assert!(serde_json::from_str::<ReinitializationEvent>(r#"{"WorkspaceID":"not-a-uuid"}"#).is_err());
+        assert!(serde_json::from_str::<ReinitializationEvent>(r#"{"workspace_id":7}"#).is_err());
+        assert!(serde_json::from_str::<ReinitializationEvent>(r#"{"owner_id":"not-a-uuid"}"#).is_err());
         assert!(serde_json::from_str::<ReinitializationEvent>("[]").is_err());
     }
 

@@ -85,6 +85,21 @@ impl FakeCoderdBuilder {
         self
     }
 
+    /// The JSON shape of its reinit events (default: today's coderd);
+    /// [`ReinitEventShape::Legacy`](crate::sse::ReinitEventShape::Legacy)
+    /// plays a coderd from before coder/coder#23108 (`WorkspaceID`, no owner).
+    pub fn reinit_event_shape(mut self, shape: crate::sse::ReinitEventShape) -> Self {
+        self.server = self.server.reinit_event_shape(shape);
+        self
+    }
+
+    /// The workspace's prebuild claim state, which decides how reinit
+    /// requests with `wait=true` are answered (default: unclaimed).
+    pub fn prebuild_state(mut self, state: crate::server::rest::PrebuildState) -> Self {
+        self.server = self.server.prebuild_state(state);
+        self
+    }
+
     /// Starts the server on a free loopback port. Panics if it cannot bind,
     /// which in a test is the right outcome.
     pub async fn start(self) -> FakeCoderd {
@@ -331,6 +346,17 @@ impl FakeCoderd {
     /// waiting in `wait_for_reinit`; returns how many received it.
     pub fn send_reinit(&self, event: crate::sse::ReinitializationEvent) -> usize {
         self.server.rest().send_reinit(event)
+    }
+
+    /// Switches the JSON shape of reinit events on streams opened from now on.
+    pub fn set_reinit_event_shape(&self, shape: crate::sse::ReinitEventShape) {
+        self.server.rest().set_reinit_event_shape(shape)
+    }
+
+    /// Changes the workspace's prebuild claim state (how `wait=true`
+    /// reinit requests are answered from now on).
+    pub fn set_prebuild_state(&self, state: crate::server::rest::PrebuildState) {
+        self.server.rest().set_prebuild_state(state)
     }
 
     /// Waits until `n` agents are listening for reinit events.

@@ -11,12 +11,13 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::rest::types::{
     Log, LogLevel, PatchAppStatus, PatchLogs, PostLogSourceRequest, WorkspaceAgentLogSource, WorkspaceAppStatusState,
 };
-pub use crate::sse::{ReinitializationEvent, ReinitializationReason};
+pub use crate::sse::{ReinitEventShape, ReinitializationEvent, ReinitializationReason};
 
 /// The log source coderd uses when `PatchLogs.log_source_id` is the nil
 /// UUID; the dashboard shows it as "External" (Go's `ExternalLogSourceID`).
@@ -92,6 +93,9 @@ pub struct ExternalAuthRequest {
     pub git_branch: String,
     /// The Git remote origin URL (query `git_remote_origin`, sent when not empty).
     pub git_remote_origin: String,
+    /// The chat that started the Git operation, a UUID (query `chat_id`,
+    /// sent when not empty; coderd ignores a value that is not a UUID).
+    pub chat_id: String,
     /// Wait until the user has authenticated (query `listen=true`). No
     /// client-side timeout applies to such a call.
     pub listen: bool,
@@ -119,6 +123,12 @@ impl ExternalAuthRequest {
         self.listen = true;
         self
     }
+
+    /// Names the chat that started the Git operation (query `chat_id`).
+    pub fn chat_id(mut self, chat_id: impl Into<String>) -> Self {
+        self.chat_id = chat_id.into();
+        self
+    }
 }
 
 /// An external-auth access token, or the URL where the user must
@@ -140,6 +150,12 @@ pub struct ExternalAuthResponse {
     /// The provider type (`github`, `gitlab`, ...).
     #[serde(rename = "type", default)]
     pub type_: String,
+    /// When the token expires (UTC), or `None` when coderd knows no expiry.
+    /// On the wire coderd always writes the key and says "no expiry" with
+    /// Go's zero time, `0001-01-01T00:00:00Z`; older coderd leaves the key
+    /// out. Both read as `None`, and `None` is written as the zero time.
+    #[serde(default, with = "go_time")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// Git credential user name (legacy gitauth form).
     #[serde(default)]
     pub username: String,
@@ -159,6 +175,7 @@ impl fmt::Debug for ExternalAuthResponse {
             )
             .field("url", &self.url)
             .field("type", &self.type_)
+            .field("expires_at", &self.expires_at)
             .field("username", &hide(&self.username))
             .field("password", &hide(&self.password))
             .finish()
@@ -172,9 +189,54 @@ impl From<crate::rest::types::ExternalAuthResponse> for ExternalAuthResponse {
             token_extra: r.token_extra,
             url: r.url,
             type_: r.type_,
+            expires_at: r.expires_at.filter(|t| !go_time::is_zero(t)),
             username: r.username,
             password: r.password,
         }
+    }
+}
+
+/// Go's `time.Time` where the zero time means "none": the zero time (and
+/// `null` or a missing key) reads as `None`, `None` writes the zero time.
+mod go_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Go's zero `time.Time` as encoding/json writes it.
+    pub(super) const ZERO: &str = "0001-01-01T00:00:00Z";
+
+    pub(super) fn is_zero(t: &DateTime<Utc>) -> bool {
+        DateTime::parse_from_rfc3339(ZERO).is_ok_and(|zero| *t == zero)
+    }
+
+    pub(super) fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t.filter(|t| !is_zero(t)) {
+            Some(t) => s.serialize_str(&rfc3339_nano(&t)),
+            None => s.serialize_str(ZERO),
+        }
+    }
+
+    /// Go's `time.RFC3339Nano` for a UTC time: the fraction loses its
+    /// trailing zeros, and the dot too when nothing is left.
+    pub(super) fn rfc3339_nano(t: &DateTime<Utc>) -> String {
+        let full = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let body = full.trim_end_matches('Z');
+        match body.split_once('.') {
+            Some((whole, fraction)) => {
+                let fraction = fraction.trim_end_matches('0');
+                if fraction.is_empty() {
+                    format!("{whole}Z")
+                } else {
+                    format!("{whole}.{fraction}Z")
+                }
+            }
+            None => full,
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let t = Option::<DateTime<Utc>>::deserialize(d)?;
+        Ok(t.filter(|t| !is_zero(t)))
     }
 }
 
@@ -211,5 +273,40 @@ mod tests {
     fn external_auth_response_writes_null_token_extra_like_go() {
         let json = serde_json::to_value(ExternalAuthResponse::default()).unwrap();
         assert_eq!(json["token_extra"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn external_auth_expires_at_parses_and_go_zero_time_means_none() {
+        let with = r#"{"access_token":"t","token_extra":null,"url":"","type":"github",
+            "expires_at":"2026-07-07T16:26:33.123456Z","username":"t","password":""}"#;
+        let r: ExternalAuthResponse = serde_json::from_str(with).unwrap();
+        let expected = DateTime::parse_from_rfc3339("2026-07-07T16:26:33.123456Z").unwrap();
+        assert_eq!(r.expires_at, Some(expected.with_timezone(&Utc)));
+        // Written back as Go writes it.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["expires_at"], "2026-07-07T16:26:33.123456Z");
+        for (t, go) in [
+            ("2026-07-07T16:26:33Z", "2026-07-07T16:26:33Z"),
+            ("2026-07-07T16:26:33.500Z", "2026-07-07T16:26:33.5Z"),
+            ("2026-07-07T18:26:33.000000001+02:00", "2026-07-07T16:26:33.000000001Z"),
+        ] {
+            let t = DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+            assert_eq!(go_time::rfc3339_nano(&t), go);
+        }
+        for none in [
+            r#"{"url":"http://x/external-auth/github","expires_at":"0001-01-01T00:00:00Z"}"#,
+            r#"{"url":"http://x/external-auth/github","expires_at":null}"#,
+            r#"{"url":"http://x/external-auth/github"}"#,
+        ] {
+            let r: ExternalAuthResponse = serde_json::from_str(none).unwrap();
+            assert_eq!(r.expires_at, None, "{none}");
+        }
+        let json = serde_json::to_string(&ExternalAuthResponse::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"access_token":"","token_extra":null,"url":"","type":"","expires_at":"0001-01-01T00:00:00Z","username":"","password":""}"#,
+            "Go's key order and zero time"
+        );
+        assert!(serde_json::from_str::<ExternalAuthResponse>(r#"{"expires_at":"tomorrow"}"#).is_err());
     }
 }

@@ -98,3 +98,62 @@ async fn unsupported_version_refusal_is_coderds_400_with_version_validation() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn v212_and_v213_negotiate_and_the_pinned_connects_dial_them() {
+    tokio::time::timeout(GUARD, async {
+        let server = EmbeddedServer::start().await.unwrap();
+        let client = Client::builder(server.url().as_str())
+            .token(server.token())
+            .build()
+            .unwrap();
+        // The default server speaks the crate's newest version.
+        let n = client.connect_rpc_negotiated().await.unwrap();
+        assert_eq!(n.version(), ApiVersion::new(2, 13));
+        let (agent, _tailnet) = client.connect_rpc213().await.unwrap();
+        agent.get_manifest(Default::default()).await.unwrap();
+        // A coderd at 2.12 refuses 2.13; negotiation steps down to 2.12.
+        server.set_max_version(ApiVersion::new(2, 12));
+        let n = client.connect_rpc_negotiated().await.unwrap();
+        assert_eq!(n.version(), ApiVersion::new(2, 12));
+        let (agent, tailnet) = client.connect_rpc212().await.unwrap();
+        agent.get_manifest(Default::default()).await.unwrap();
+        tailnet.post_telemetry(Default::default()).await.unwrap();
+        let err = client.connect_rpc213().await.unwrap_err();
+        assert_eq!(
+            err.api().unwrap().validation("version").unwrap().detail,
+            "server is at version 2.12, behind requested minor version 2.13"
+        );
+        // And a 2.11 coderd.
+        server.set_max_version(ApiVersion::new(2, 11));
+        let n = client.connect_rpc_negotiated().await.unwrap();
+        assert_eq!(n.version(), ApiVersion::new(2, 11));
+        assert!(client.connect_rpc212().await.is_err());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn v213_connection_report_carries_app_name_to_the_server() {
+    tokio::time::timeout(GUARD, async {
+        let kit = coder_agentsdk::testkit::FakeCoderd::builder().start().await;
+        let (agent, _tailnet) = kit.client().connect_rpc213().await.unwrap();
+        let connection = coder_agentsdk::proto::agent::Connection {
+            id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            action: coder_agentsdk::proto::agent::connection::Action::Connect as i32,
+            app_name: "cursor".to_owned(),
+            ip: "10.0.0.7".to_owned(),
+            ..Default::default()
+        };
+        agent
+            .report_connection(coder_agentsdk::proto::agent::ReportConnectionRequest {
+                connection: Some(connection.clone()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(kit.connections(), vec![connection]);
+    })
+    .await
+    .unwrap();
+}

@@ -222,11 +222,16 @@ async fn external_auth_always_sends_id_and_match_and_the_rest_only_when_set() {
             })
             .await
             .unwrap();
+        client
+            .external_auth(&ExternalAuthRequest::by_id("github").chat_id("5d0c7b1e-8f3a-4c2d-9e6b-1a2b3c4d5e6f"))
+            .await
+            .unwrap();
         assert_eq!(
             server.rest().external_auth_queries(),
             vec![
                 "id=github&match=".to_owned(),
                 "git_branch=main&git_remote_origin=https%3A%2F%2Fgithub.com%2Fcoder%2Fcoder.git&id=&match=https%3A%2F%2Fgithub.com%2Fcoder%2Fcoder.git".to_owned(),
+                "chat_id=5d0c7b1e-8f3a-4c2d-9e6b-1a2b3c4d5e6f&id=github&match=".to_owned(),
             ]
         );
     })
@@ -477,4 +482,69 @@ fn logs_and_debug_output_never_contain_the_token_key_or_identity() {
             "Debug output contains {secret:?}:\n{debug_output}"
         );
     }
+}
+
+#[tokio::test]
+async fn external_auth_expires_at_arrives_parsed_and_no_expiry_is_gos_zero_time() {
+    tokio::time::timeout(GUARD, async {
+        let (server, client) = setup().await;
+        let expiry = chrono::DateTime::parse_from_rfc3339("2026-07-07T16:26:33.5Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        server.rest().set_external_auth_provider(ExternalAuthProvider {
+            id: "github".into(),
+            type_: "github".into(),
+            access_token: Some("gho_token".into()),
+            expires_at: Some(expiry),
+            ..Default::default()
+        });
+        server.rest().set_external_auth_provider(ExternalAuthProvider {
+            id: "gitlab".into(),
+            type_: "gitlab".into(),
+            ..Default::default()
+        });
+        let auth = client
+            .external_auth(&ExternalAuthRequest::by_id("github"))
+            .await
+            .unwrap();
+        assert_eq!(auth.expires_at, Some(expiry));
+        let login = client
+            .external_auth(&ExternalAuthRequest::by_id("gitlab"))
+            .await
+            .unwrap();
+        assert_eq!(login.expires_at, None);
+        // On the wire coderd always writes the key; "no expiry" is Go's zero time.
+        let http = coder_agentsdk::client::http_client_builder().build().unwrap();
+        let raw: serde_json::Value = http
+            .get(format!(
+                "{}api/v2/workspaceagents/me/external-auth?id=gitlab&match=",
+                server.url()
+            ))
+            .header("Coder-Session-Token", server.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(raw["expires_at"], "0001-01-01T00:00:00Z");
+        let raw: serde_json::Value = http
+            .get(format!(
+                "{}api/v2/workspaceagents/me/external-auth?id=github&match=",
+                server.url()
+            ))
+            .header("Coder-Session-Token", server.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            raw["expires_at"], "2026-07-07T16:26:33.5Z",
+            "Go's RFC 3339 with trimmed fraction"
+        );
+    })
+    .await
+    .unwrap();
 }

@@ -77,8 +77,42 @@ fn version_table_matches_the_issue_and_upstream() {
     assert_eq!(names("2.6"), ["CreateSubAgent", "DeleteSubAgent", "ListSubAgents"]);
     assert_eq!(names("2.7"), ["ReportBoundaryLogs"]);
     assert_eq!(names("2.8"), ["UpdateAppStatus"]);
+    assert!(names("2.9").is_empty());
     assert_eq!(names("2.10"), ["PushContextState"]);
-    assert_eq!(CURRENT_VERSION, ApiVersion::new(2, 11));
+    assert!(names("2.11").is_empty());
+    assert!(names("2.12").is_empty());
+    assert!(names("2.13").is_empty());
+    assert_eq!(CURRENT_VERSION, ApiVersion::new(2, 13));
+}
+
+/// The first Coder tag whose tailnet/proto/version.go has CurrentMinor at
+/// least the version's minor, checked tag by tag (v2.31.0 still has 7).
+#[test]
+fn release_table_names_the_first_tag_that_accepts_each_version() {
+    let release = |v: &str| {
+        let v: ApiVersion = v.parse().unwrap();
+        VERSIONS.iter().find(|i| i.version == v).unwrap().release
+    };
+    let expected = [
+        ("2.0", Some("v2.8.0")),
+        ("2.1", Some("v2.12.0")),
+        ("2.2", Some("v2.13.0")),
+        ("2.3", Some("v2.18.0")),
+        ("2.4", Some("v2.20.0")),
+        ("2.5", Some("v2.23.0")),
+        ("2.6", Some("v2.24.0")),
+        ("2.7", Some("v2.30.0")),
+        ("2.8", Some("v2.31.1")),
+        ("2.9", Some("v2.34.0")),
+        ("2.10", Some("v2.35.0")),
+        ("2.11", None),
+        ("2.12", None),
+        ("2.13", None),
+    ];
+    assert_eq!(VERSIONS.len(), expected.len());
+    for (v, r) in expected {
+        assert_eq!(release(v), r, "release of {v}");
+    }
 }
 
 #[test]

@@ -115,15 +115,17 @@ impl Client {
     }
 }
 
-/// `connect_rpcNN` for each pinned version, returning the agent and tailnet
-/// clients of that version on one connection (Go's `ConnectRPCNNWithTailnet`).
+/// `connect_rpcNN` for each version of `spec/versions.toml`, returning the
+/// agent and tailnet clients of that version on one connection (Go's
+/// `ConnectRPCNNWithTailnet`). The rows, release notes included, come from
+/// the generated table ([`super::versions`]), so no hand list can drift.
 macro_rules! pinned_connects {
-    ($($name:ident => ($minor:literal, $agent:ident, $tailnet:ident, $release:literal)),* $(,)?) => {
+    ($($name:ident => ($major:literal, $minor:literal, $agent:ident, $tailnet:ident, $doc:literal)),* $(,)?) => {
         impl Client {
             $(
-                #[doc = concat!("Connects at API v2.", stringify!($minor), ", compatible with Coder ", $release, "+; returns the agent and tailnet clients of that version.")]
+                #[doc = $doc]
                 pub async fn $name(&self) -> Result<(agent::$agent, tailnet::$tailnet), Error> {
-                    let conn = self.connect_rpc_version(ApiVersion::new(2, $minor), None).await?;
+                    let conn = self.connect_rpc_version(ApiVersion::new($major, $minor), None).await?;
                     Ok((agent::$agent::new(conn.transport()), tailnet::$tailnet::new(conn.transport())))
                 }
             )*
@@ -131,17 +133,7 @@ macro_rules! pinned_connects {
     };
 }
 
-pinned_connects! {
-    connect_rpc20 => (0, Agent20, Tailnet20, "v2.8"),
-    connect_rpc21 => (1, Agent21, Tailnet21, "v2.12"),
-    connect_rpc22 => (2, Agent22, Tailnet22, "v2.13"),
-    connect_rpc23 => (3, Agent23, Tailnet23, "v2.18"),
-    connect_rpc24 => (4, Agent24, Tailnet24, "v2.20"),
-    connect_rpc25 => (5, Agent25, Tailnet25, "v2.23"),
-    connect_rpc26 => (6, Agent26, Tailnet26, "v2.24"),
-    connect_rpc27 => (7, Agent27, Tailnet27, "v2.30"),
-    connect_rpc28 => (8, Agent28, Tailnet28, "v2.31"),
-}
+super::versions::pinned_versions!(pinned_connects);
 
 /// An upgraded websocket. A plain (`ws://`) one sits directly on its TCP
 /// stream: `MaybeTlsStream` reserves room for a whole rustls connection

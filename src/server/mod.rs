@@ -48,6 +48,8 @@ pub struct ServerBuilder {
     record_limit: usize,
     tokens: Vec<String>,
     keep_history: bool,
+    reinit_shape: crate::sse::ReinitEventShape,
+    prebuild: rest::PrebuildState,
 }
 
 /// Limits that protect the server from slow or hostile peers. Set through
@@ -98,6 +100,8 @@ impl Default for ServerBuilder {
             record_limit: DEFAULT_RECORD_LIMIT,
             tokens: Vec::new(),
             keep_history: true,
+            reinit_shape: crate::sse::ReinitEventShape::Current,
+            prebuild: rest::PrebuildState::Unclaimed,
         }
     }
 }
@@ -197,6 +201,23 @@ impl ServerBuilder {
         self
     }
 
+    /// The JSON shape of reinit events (default: today's coderd);
+    /// [`ReinitEventShape::Legacy`](crate::sse::ReinitEventShape::Legacy)
+    /// plays a coderd from before coder/coder#23108. Changeable later with
+    /// [`rest::RestState::set_reinit_event_shape`].
+    pub fn reinit_event_shape(mut self, shape: crate::sse::ReinitEventShape) -> Self {
+        self.reinit_shape = shape;
+        self
+    }
+
+    /// The workspace's prebuild claim state, which decides how reinit
+    /// requests with `wait=true` are answered (default: unclaimed, so they
+    /// wait for events). Changeable later with [`rest::RestState::set_prebuild_state`].
+    pub fn prebuild_state(mut self, state: rest::PrebuildState) -> Self {
+        self.prebuild = state;
+        self
+    }
+
     /// Binds and starts serving in the background.
     pub async fn start(self) -> std::io::Result<EmbeddedServer> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
@@ -231,6 +252,8 @@ impl ServerBuilder {
                 rest: {
                     let rest = rest::RestState::default();
                     rest.set_record_limit(self.record_limit);
+                    rest.set_reinit_event_shape(self.reinit_shape);
+                    rest.set_prebuild_state(self.prebuild);
                     rest
                 },
                 connections: Mutex::new(Vec::new()),

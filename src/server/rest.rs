@@ -29,7 +29,7 @@ use super::recording::Recording;
 use super::{api_error, authenticate, ServerState};
 use crate::error::{Response as ErrorBody, ValidationError};
 use crate::rest::types::{PatchAppStatus, WorkspaceAgentLogSource, WorkspaceAppStatusState};
-use crate::sse::{ReinitTransmitter, ReinitializationEvent, TransmitError, PING_INTERVAL};
+use crate::sse::{ReinitEventShape, ReinitTransmitter, ReinitializationEvent, TransmitError, PING_INTERVAL};
 use crate::types::{ExternalAuthResponse, EXTERNAL_LOG_SOURCE_ID};
 
 /// The paths served here.
@@ -97,6 +97,31 @@ pub struct ExternalAuthProvider {
     pub access_token: Option<String>,
     /// Extra token fields passed on as `token_extra`.
     pub token_extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the token expires (`expires_at`; `None` sends Go's zero time).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Where the workspace stands in coderd's prebuild claim, which decides how
+/// the reinit endpoint answers an agent that sends `wait=true` (coderd's
+/// durable claim check). Without `wait` every state just relays
+/// [`RestState::send_reinit`] events, as coderd only relays claim events
+/// then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrebuildState {
+    /// A prebuild not claimed yet (or a claim whose build is still running):
+    /// the stream waits for [`RestState::send_reinit`] events.
+    #[default]
+    Unclaimed,
+    /// A regular workspace, never a prebuild: 409.
+    Regular,
+    /// A claimed prebuild whose claim build succeeded: this event at once,
+    /// then the stream stays open (pings only).
+    Claimed(ReinitializationEvent),
+    /// A claim build that failed, with the job's error: 409.
+    ClaimFailed(String),
+    /// A claim already handled by a later, user-initiated build: 409.
+    ClaimHandled,
 }
 
 /// Which cloud an identity exchange was for.
@@ -170,6 +195,8 @@ pub struct RestState {
     reinit_streams: Mutex<Vec<mpsc::Sender<ReinitializationEvent>>>,
     reinit_changed: watch::Sender<u64>,
     reinit_outcomes: Mutex<Recording<TransmitError>>,
+    reinit_shape: Mutex<ReinitEventShape>,
+    prebuild: Mutex<PrebuildState>,
     ping_interval: Mutex<Duration>,
     identities: Mutex<Identities>,
     exchanges: Mutex<Recording<IdentityExchange>>,
@@ -199,6 +226,8 @@ impl Default for RestState {
             reinit_streams: Mutex::new(Vec::new()),
             reinit_changed: watch::channel(0).0,
             reinit_outcomes: Mutex::new(Recording::default()),
+            reinit_shape: Mutex::new(ReinitEventShape::Current),
+            prebuild: Mutex::new(PrebuildState::Unclaimed),
             ping_interval: Mutex::new(PING_INTERVAL),
             identities: Mutex::new(Identities::default()),
             exchanges: Mutex::new(Recording::default()),
@@ -306,6 +335,20 @@ impl RestState {
     /// How the finished reinit transmissions ended, oldest first.
     pub fn reinit_outcomes(&self) -> Vec<TransmitError> {
         lock(&self.reinit_outcomes).to_vec()
+    }
+
+    /// The JSON shape of reinit events on streams opened from now on:
+    /// [`ReinitEventShape::Current`] (default) as today's coderd, or
+    /// [`ReinitEventShape::Legacy`] to play a coderd from before
+    /// coder/coder#23108 (`WorkspaceID`, no owner).
+    pub fn set_reinit_event_shape(&self, shape: ReinitEventShape) {
+        *lock(&self.reinit_shape) = shape;
+    }
+
+    /// The workspace's prebuild claim state, which decides how reinit
+    /// requests with `wait=true` are answered (see [`PrebuildState`]).
+    pub fn set_prebuild_state(&self, state: PrebuildState) {
+        *lock(&self.prebuild) = state;
     }
 
     /// The heartbeat interval of reinit streams opened from now on (default 15 s).
@@ -805,24 +848,85 @@ fn credentials(provider: &ExternalAuthProvider, token: &str) -> ExternalAuthResp
         token_extra: provider.token_extra.clone(),
         url: String::new(),
         type_: provider.type_.clone(),
+        expires_at: provider.expires_at,
         username,
         password,
     }
 }
 
+/// Go's `strconv.ParseBool`, with a parse error counting as false (coderd
+/// ignores the error for `wait`).
+fn go_parse_bool(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+/// coderd's reinit handler: with `wait=true` it first checks the durable
+/// claim state (answering 409, or one event at once); then it streams.
 async fn reinit(State(state): State<ServerState>, method: Method, uri: Uri, headers: HeaderMap) -> Response<Body> {
     if let Err(r) = admit(&state, &method, &uri, &headers) {
         return *r;
     }
+    let wait = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "wait")
+        .is_some_and(|(_, v)| go_parse_bool(&v));
     let rest = state.rest();
+    let prebuild = lock(&rest.prebuild).clone();
+    let not_waiting = "Workspace is not a prebuilt workspace waiting to be claimed.";
+    let conflict = |message: &str, detail: &str| {
+        api_error(
+            StatusCode::CONFLICT,
+            ErrorBody {
+                message: message.to_owned(),
+                detail: detail.to_owned(),
+                validations: Vec::new(),
+            },
+        )
+    };
+    let mut seeded = None;
+    if wait {
+        match prebuild {
+            PrebuildState::Unclaimed => {}
+            PrebuildState::Regular => {
+                return conflict(
+                    not_waiting,
+                    "This endpoint is only for agents running in prebuilt workspaces.",
+                )
+            }
+            PrebuildState::ClaimFailed(error) => return conflict("Claim build failed permanently.", &error),
+            PrebuildState::ClaimHandled => {
+                return conflict(
+                    not_waiting,
+                    "The prebuild claim for this workspace has already been handled by an earlier build.",
+                )
+            }
+            PrebuildState::Claimed(event) => seeded = Some(event),
+        }
+    }
     let (tx, rx) = mpsc::channel(16);
     let interval = *lock(&rest.ping_interval);
-    let (response, done) = ReinitTransmitter::new().ping_interval(interval).transmit(rx);
-    lock(&rest.reinit_streams).push(tx);
+    let shape = *lock(&rest.reinit_shape);
+    let (response, done) = ReinitTransmitter::new()
+        .ping_interval(interval)
+        .event_shape(shape)
+        .transmit(rx);
+    // A seeded stream gets its one event and no later ones (coderd drops
+    // the claim subscription); its sender lives until the stream ends so
+    // that the stream stays open, as coderd's seeded channel is never closed.
+    let held = match seeded {
+        Some(event) => {
+            let _ = tx.try_send(event);
+            Some(tx)
+        }
+        None => {
+            lock(&rest.reinit_streams).push(tx);
+            None
+        }
+    };
     rest.reinit_changed.send_modify(|n| *n += 1);
     let state = state.clone();
     tokio::spawn(async move {
         let outcome = done.await;
+        drop(held);
         tracing::debug!(%outcome, "reinit transmission ended");
         let rest = state.rest();
         lock(&rest.reinit_outcomes).push(outcome);

@@ -434,12 +434,55 @@ pub fn generate_versions(manifest: &Manifest) -> Result<TokenStream> {
         });
         prelude.push(quote!(pub use crate::rpc::#module::{#(#traits),*};));
     }
+    // One row per version for `connect_rpcNN` (src/rpc/dial.rs): the method
+    // name, the version, the concrete clients and the doc line with the
+    // release taken from the table, so no hand list can drift from it.
+    let services: Vec<&str> = ["agent", "tailnet"]
+        .into_iter()
+        .filter(|k| manifest.services.contains_key(*k))
+        .collect();
+    if services.len() != 2 {
+        bail!("versions.toml: pinned connects need the agent and tailnet services");
+    }
+    let mut pinned = Vec::new();
+    for v in &manifest.versions {
+        let (vmaj, vmin) = v.numbers();
+        let suffix = version_suffix((vmaj, vmin));
+        let method = format_ident!("connect_rpc{}", suffix);
+        let agent = format_ident!("{}{}", manifest.services["agent"].service.to_upper_camel_case(), suffix);
+        let tailnet = format_ident!(
+            "{}{}",
+            manifest.services["tailnet"].service.to_upper_camel_case(),
+            suffix
+        );
+        let compat = match &v.release {
+            Some(r) => format!("first accepted by Coder {r}"),
+            None => "no Coder release known to accept it yet".to_owned(),
+        };
+        let doc = format!(
+            "Connects at API v{vmaj}.{vmin} ({compat}); returns the agent and tailnet clients of that version on one connection."
+        );
+        let (vmaj, vmin) = (
+            proc_macro2::Literal::u16_unsuffixed(vmaj),
+            proc_macro2::Literal::u16_unsuffixed(vmin),
+        );
+        pinned.push(quote!(#method => (#vmaj, #vmin, #agent, #tailnet, #doc)));
+    }
     let (major, minor) = manifest.versions.last().context("no versions")?.numbers();
     let (major, minor) = (
         proc_macro2::Literal::u16_unsuffixed(major),
         proc_macro2::Literal::u16_unsuffixed(minor),
     );
     Ok(quote! {
+        /// Hands the macro named by the caller one row per version:
+        /// `connect_rpcNN => (major, minor, AgentNN, TailnetNN, "doc")`.
+        macro_rules! pinned_versions {
+            ($m:ident) => {
+                $m! { #(#pinned),* }
+            };
+        }
+        pub(crate) use pinned_versions;
+
         /// Every client trait of every version, so that one glob import makes all methods callable.
         pub mod prelude {
             #(#prelude)*
