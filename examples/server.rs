@@ -131,6 +131,7 @@ async fn main() -> ExitCode {
             _ => return usage(),
         };
     }
+    let ca_hint = self_signed.as_ref().map(|dir| dir.join("ca.pem"));
     let pem_files = match (tls_cert, tls_key, self_signed) {
         (None, None, None) => None,
         (Some(cert), Some(key), None) => Some((cert.into(), key.into())),
@@ -165,8 +166,13 @@ async fn main() -> ExitCode {
     };
     println!("coderd (embedded) listening on {}", server.url());
     println!("agent token: {}", server.token());
+    let ca_flag = match &ca_hint {
+        Some(ca) => format!(" -- --ca-file {}", ca.display()),
+        None if server.url().scheme() == "https" => " -- --ca-file CA.pem".to_owned(),
+        None => String::new(),
+    };
     println!(
-        "try: CODER_AGENT_URL={} CODER_AGENT_TOKEN={} cargo run --example agent",
+        "try: CODER_AGENT_URL={} CODER_AGENT_TOKEN={} cargo run --example agent{ca_flag}",
         server.url(),
         server.token()
     );
