@@ -9,6 +9,7 @@ pub mod error;
 pub mod fleet;
 mod http;
 pub mod mux;
+mod net;
 pub mod proto;
 pub mod rest;
 pub mod rpc;
@@ -19,7 +20,6 @@ pub mod sse;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
-mod tls;
 pub mod types;
 
 pub use client::{Client, ClientBuilder};

@@ -4,7 +4,7 @@
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use super::connection::Connection;
@@ -15,6 +15,7 @@ use crate::drpc::ApiVersion;
 use crate::error::{ApiError, Error};
 use crate::mux::websocket::{self, WsByteStream};
 use crate::mux::yamux::{Session, SessionConfig};
+use crate::net::{self, tls, NetConfig};
 
 /// The path of the agent RPC endpoint.
 pub const RPC_PATH: &str = "/api/v2/workspaceagents/me/rpc";
@@ -53,13 +54,12 @@ impl Client {
     }
 
     async fn dial_rpc(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
-        crate::tls::install_crypto_provider();
         let url = rpc_url(self.base_url(), version, role)?;
         let options = *self.rpc_options();
         let mut refreshed = false;
         let ws = loop {
             let token = self.session_token().await?;
-            let attempt = tokio::time::timeout(options.dial_timeout, upgrade(&url, &token)).await;
+            let attempt = tokio::time::timeout(options.dial_timeout, upgrade(self.net(), &url, &token)).await;
             let attempt = attempt.unwrap_or_else(|_| {
                 Err(Error::Timeout(format!(
                     "websocket dial of {} took over {:?}",
@@ -136,19 +136,20 @@ macro_rules! pinned_connects {
 super::versions::pinned_versions!(pinned_connects);
 
 /// An upgraded websocket. A plain (`ws://`) one sits directly on its TCP
-/// stream: `MaybeTlsStream` reserves room for a whole rustls connection
-/// (1,104 bytes against 32 for the TCP stream), which every idle agent
-/// connection would carry for nothing.
+/// stream, with no room for TLS state: tokio-tungstenite's `MaybeTlsStream`
+/// reserves room for a whole rustls connection (1,104 bytes against 32 for
+/// the TCP stream), which every idle agent connection would carry for nothing.
 // Only handed from the dial to the session driver, never stored: boxing the
 // large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 enum Upgraded {
     Plain(WebSocketStream<tokio::net::TcpStream>),
-    Tls(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
+    Tls(WebSocketStream<tls::ClientStream>),
 }
 
-/// One websocket upgrade of `url` with the token header.
-async fn upgrade(url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error> {
+/// One websocket upgrade of `url` with the token header: TCP connect, for
+/// `wss://` a TLS handshake with the client's trust, then the upgrade.
+async fn upgrade(net: &NetConfig, url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -158,25 +159,32 @@ async fn upgrade(url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error
     // Keeps the token out of any Debug print of the request.
     value.set_sensitive(true);
     request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
-    if url.scheme() == "ws" {
-        let host = url
-            .host_str()
-            .ok_or_else(|| Error::InvalidUrl(format!("{url}: no host")))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        // As tokio-tungstenite's own dial: TCP connect, then no Nagle.
-        let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+    let host = url
+        .host()
+        .ok_or_else(|| Error::InvalidUrl(format!("{}: no host", crate::error::redact_url(url))))?;
+    // Checked before connecting: a host that cannot be a TLS server name
+    // fails the same way whether or not it resolves.
+    let tls_name = match url.scheme() {
+        "wss" => Some(tls::server_name(host.clone()).map_err(|e| Error::InvalidUrl(e.to_string()))?),
+        _ => None,
+    };
+    let tcp = net::connect_tcp(net, url)
+        .await
+        .map_err(|e| upgrade_error(tungstenite::Error::Io(e), url))?;
+    let config = Some(websocket::client_config());
+    let Some(tls_name) = tls_name else {
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(request, tcp, config)
             .await
-            .map_err(|e| upgrade_error(tungstenite::Error::Io(e), url))?;
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(websocket::client_config()))
-                .await
-                .map_err(|e| upgrade_error(e, url))?;
+            .map_err(|e| upgrade_error(e, url))?;
         return Ok(Upgraded::Plain(ws));
-    }
-    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
+    };
+    let stream = tls::connect(&net.tls, tls_name, tcp)
+        .await
+        .map_err(|e| match tls::find_rustls_error(&e) {
+            Some(cause) => Error::tls(&host.to_string(), cause.clone()),
+            None => Error::WebSocket(format!("tls handshake with {host}: {e}")),
+        })?;
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(request, stream, config)
         .await
         .map_err(|e| upgrade_error(e, url))?;
     Ok(Upgraded::Tls(ws))

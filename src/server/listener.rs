@@ -11,6 +11,10 @@
 //!   accepted and closed at once, so they neither queue in the kernel nor
 //!   cost a task. The cap's permit travels with the connection into the
 //!   websocket after an upgrade and is given back when it closes.
+//!
+//! With TLS ([`super::ServerBuilder::tls`]), the handshake runs in the
+//! connection's task under the same handshake deadline, so a peer that
+//! connects and says nothing holds its slot no longer than a slowloris one.
 
 use std::io;
 use std::pin::Pin;
@@ -35,6 +39,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     open: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -66,28 +71,55 @@ pub(crate) async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let io = Held::new(tcp, permit, open.clone());
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let stop = shutdown.clone();
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(serve_connection(io, peer, app, limits, stop));
+            continue;
+        };
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.handshake_timeout);
-            let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
-                    }
-                    return;
-                }
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            if tokio::time::timeout(SHUTDOWN_GRACE, conn).await.is_err() {
-                tracing::debug!(%peer, "http connection did not finish after shutdown; dropped");
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(limits.handshake_timeout, tls.accept(io)) => handshake,
+                _ = stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(io)) => serve_connection(io, peer, app, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                Err(_) => tracing::debug!(%peer, "tls handshake not finished in time; closed"),
             }
         });
+    }
+}
+
+/// Serves HTTP/1 (with upgrades) on one accepted connection until it ends,
+/// or until shortly after `stop`.
+async fn serve_connection<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    app: axum::Router,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, conn).await.is_err() {
+        tracing::debug!(%peer, "http connection did not finish after shutdown; dropped");
     }
 }
 
