@@ -105,6 +105,7 @@ use crate::auth::{
 use crate::error::Error;
 pub use crate::http::same_origin_redirect_policy;
 use crate::http::{Call, Decoded, Rest};
+use crate::net::proxy::ProxyChoice;
 use crate::rest;
 use crate::rpc::RpcOptions;
 use crate::sse::{Backoff, ReinitReceiver, ReinitializationEvent};
@@ -122,13 +123,28 @@ pub const REINIT_BACKOFF_FLOOR: Duration = Duration::from_millis(100);
 pub const REINIT_BACKOFF_CEILING: Duration = Duration::from_secs(10);
 
 /// A `reqwest` client builder set up the way this crate needs: the process
-/// crypto provider installed (reqwest is built without one) and
-/// [`same_origin_redirect_policy`]. Start from it to give
-/// [`ClientBuilder::http_client`] or [`InstanceIdentity::new`] a client with
-/// your own proxy or TLS settings.
+/// crypto provider installed (reqwest is built without one),
+/// [`same_origin_redirect_policy`], and the proxy decision Go makes from
+/// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (made by this crate, the same one
+/// the RPC websocket dial makes, rather than by reqwest's own reading of
+/// the environment). Start from it to give [`ClientBuilder::http_client`]
+/// or [`InstanceIdentity::new`] a client with your own TLS settings.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
+    http_client_builder_with_proxy(&ProxyChoice::from_env())
+}
+
+/// [`http_client_builder`] with the proxy decision `proxy` instead of the
+/// environment's.
+fn http_client_builder_with_proxy(proxy: &ProxyChoice) -> reqwest::ClientBuilder {
     crate::tls::install_crypto_provider();
-    reqwest::Client::builder().redirect(same_origin_redirect_policy())
+    // reqwest reads the environment itself unless told not to.
+    let builder = reqwest::Client::builder()
+        .redirect(same_origin_redirect_policy())
+        .no_proxy();
+    match proxy.reqwest_proxy() {
+        Some(p) => builder.proxy(p),
+        None => builder,
+    }
 }
 
 /// A workspace agent's client of coderd. Cheap to clone.
@@ -142,6 +158,7 @@ struct ClientInner {
     tokens: Arc<dyn TokenProvider>,
     rest: Arc<Rest>,
     rpc: RpcOptions,
+    proxy: ProxyChoice,
 }
 
 impl std::fmt::Debug for Client {
@@ -166,6 +183,8 @@ pub struct ClientBuilder {
     user_agent: Option<String>,
     timeout: Option<Duration>,
     rpc: RpcOptions,
+    /// `None`: from the environment at build time.
+    proxy: Option<Result<ProxyChoice, Error>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -276,6 +295,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every connection, REST and RPC, through the HTTP proxy at
+    /// `proxy` (`http://[user:password@]host:port`; `host:port` means
+    /// `http://host:port`), coderd on loopback included, as Go's
+    /// `http.ProxyURL` does. The RPC websocket goes through a `CONNECT`
+    /// tunnel. Without this or [`ClientBuilder::no_proxy`], the client
+    /// follows `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` as Go's agent does
+    /// ([`crate::net::proxy`]), read once by [`ClientBuilder::build`].
+    /// A client given through [`ClientBuilder::http_client`] keeps its own
+    /// proxy settings for REST.
+    pub fn proxy(mut self, proxy: impl AsRef<str>) -> Self {
+        self.proxy = Some(ProxyChoice::fixed(proxy.as_ref()));
+        self
+    }
+
+    /// Connects directly, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = Some(Ok(ProxyChoice::Direct));
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
         crate::tls::install_crypto_provider();
@@ -283,9 +322,16 @@ impl ClientBuilder {
         let tokens = self
             .tokens
             .ok_or_else(|| Error::Config("no token or token provider set".to_owned()))?;
+        let proxy = match self.proxy {
+            Some(choice) => choice?,
+            None => ProxyChoice::from_env(),
+        };
+        // Go refuses every request to coderd when its CGI rule refuses
+        // HTTP_PROXY; refusing the client says so once.
+        proxy.proxy_for(&base_url)?;
         let http = match self.http {
             Some(http) => http,
-            None => http_client_builder()
+            None => http_client_builder_with_proxy(&proxy)
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?,
         };
@@ -305,6 +351,7 @@ impl ClientBuilder {
                 tokens,
                 rest,
                 rpc: self.rpc,
+                proxy,
             }),
         })
     }
@@ -327,6 +374,7 @@ impl Client {
             user_agent: None,
             timeout: None,
             rpc: RpcOptions::default(),
+            proxy: None,
         }
     }
 
@@ -340,8 +388,14 @@ impl Client {
                 tokens: self.inner.tokens.clone(),
                 rest: self.inner.rest.clone(),
                 rpc: options,
+                proxy: self.inner.proxy.clone(),
             }),
         }
+    }
+
+    /// How this client picks a proxy for each connection.
+    pub fn proxy(&self) -> &ProxyChoice {
+        &self.inner.proxy
     }
 
     /// The settings RPC connections of this client are dialled with.

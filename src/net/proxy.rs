@@ -144,10 +144,7 @@ impl ProxyRules {
             }
             let (host, port) = match split_host_port(&entry) {
                 Some((host, port)) => {
-                    let host = host
-                        .strip_prefix('[')
-                        .and_then(|h| h.strip_suffix(']'))
-                        .unwrap_or(host);
+                    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
                     (host.to_owned(), Some(port.to_owned()).filter(|p| !p.is_empty()))
                 }
                 None => (entry.clone(), None),
@@ -238,9 +235,10 @@ impl fmt::Debug for ProxyRules {
 impl IpRule {
     fn matches(&self, ip: IpAddr, port: &str) -> bool {
         match self {
-            IpRule::Exact { ip: want, port: want_port } => {
-                want.to_canonical() == ip && want_port.as_deref().is_none_or(|p| p == port)
-            }
+            IpRule::Exact {
+                ip: want,
+                port: want_port,
+            } => want.to_canonical() == ip && want_port.as_deref().is_none_or(|p| p == port),
             IpRule::Cidr { net, prefix } => cidr_contains(*net, *prefix, ip),
         }
     }
@@ -433,7 +431,10 @@ pub async fn connect_tcp(choice: &ProxyChoice, url: &Url, timeout: Duration) -> 
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(match &proxy {
             None => format!("connecting to {shown} took over {timeout:?}"),
-            Some(p) => format!("connecting to {shown} through proxy {} took over {timeout:?}", redact_url(p)),
+            Some(p) => format!(
+                "connecting to {shown} through proxy {} took over {timeout:?}",
+                redact_url(p)
+            ),
         })),
     }
 }
@@ -496,7 +497,10 @@ async fn tunnel(proxy: &Url, host: &str, port: u16) -> Result<TcpStream, Error> 
     let mut answer = Vec::with_capacity(256);
     while !answer.ends_with(b"\r\n\r\n") {
         if answer.len() >= MAX_CONNECT_ANSWER {
-            return Err(failed(None, format!("answer to CONNECT over {MAX_CONNECT_ANSWER} bytes")));
+            return Err(failed(
+                None,
+                format!("answer to CONNECT over {MAX_CONNECT_ANSWER} bytes"),
+            ));
         }
         let byte = tcp
             .read_u8()
@@ -532,7 +536,11 @@ fn basic_credentials(proxy: &Url) -> Option<String> {
         return None;
     }
     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let pair = format!("{}:{}", decode(proxy.username()), decode(proxy.password().unwrap_or("")));
+    let pair = format!(
+        "{}:{}",
+        decode(proxy.username()),
+        decode(proxy.password().unwrap_or(""))
+    );
     Some(base64::engine::general_purpose::STANDARD.encode(pair))
 }
 
@@ -551,7 +559,9 @@ mod tests {
 
     fn decide(env: &ProxyEnv, url: &str) -> Result<Option<String>, Error> {
         let url = Url::parse(url).unwrap();
-        Ok(ProxyRules::new(env).proxy_for(&url)?.map(|u| u.as_str().trim_end_matches('/').to_owned()))
+        Ok(ProxyRules::new(env)
+            .proxy_for(&url)?
+            .map(|u| u.as_str().trim_end_matches('/').to_owned()))
     }
 
     /// Our cases modelled on the table of Go's `TestProxyForURL`
@@ -561,17 +571,65 @@ mod tests {
     const PROXY_FOR_URL: &[(&str, &str, &str, &str, &str)] = &[
         // (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, request, proxy)
         ("127.0.0.1:8080", "", "", "http://example.com", "http://127.0.0.1:8080"),
-        ("cache.corp.example.com:1234", "", "", "http://example.com", "http://cache.corp.example.com:1234"),
-        ("cache.corp.example.com", "", "", "http://example.com", "http://cache.corp.example.com"),
+        (
+            "cache.corp.example.com:1234",
+            "",
+            "",
+            "http://example.com",
+            "http://cache.corp.example.com:1234",
+        ),
+        (
+            "cache.corp.example.com",
+            "",
+            "",
+            "http://example.com",
+            "http://cache.corp.example.com",
+        ),
         ("localhost", "", "", "http://example.com", "http://localhost"),
-        ("https://cache.corp.example.com", "", "", "http://example.com", "https://cache.corp.example.com"),
-        ("http://127.0.0.1:8080", "", "", "http://example.com", "http://127.0.0.1:8080"),
-        ("https://127.0.0.1:8080", "", "", "http://example.com", "https://127.0.0.1:8080"),
+        (
+            "https://cache.corp.example.com",
+            "",
+            "",
+            "http://example.com",
+            "https://cache.corp.example.com",
+        ),
+        (
+            "http://127.0.0.1:8080",
+            "",
+            "",
+            "http://example.com",
+            "http://127.0.0.1:8080",
+        ),
+        (
+            "https://127.0.0.1:8080",
+            "",
+            "",
+            "http://example.com",
+            "https://127.0.0.1:8080",
+        ),
         ("socks5://127.0.0.1", "", "", "http://example.com", "socks5://127.0.0.1"),
         ("foo://host", "", "", "http://example.com", "foo://host"),
-        ("http.proxy.tld", "secure.proxy.tld", "", "http://insecure.tld/", "http://http.proxy.tld"),
-        ("http.proxy.tld", "secure.proxy.tld", "", "https://secure.tld/", "http://secure.proxy.tld"),
-        ("http.proxy.tld", "https://secure.proxy.tld", "", "https://secure.tld/", "https://secure.proxy.tld"),
+        (
+            "http.proxy.tld",
+            "secure.proxy.tld",
+            "",
+            "http://insecure.tld/",
+            "http://http.proxy.tld",
+        ),
+        (
+            "http.proxy.tld",
+            "secure.proxy.tld",
+            "",
+            "https://secure.tld/",
+            "http://secure.proxy.tld",
+        ),
+        (
+            "http.proxy.tld",
+            "https://secure.proxy.tld",
+            "",
+            "https://secure.tld/",
+            "https://secure.proxy.tld",
+        ),
         ("http.proxy.tld", "", "", "https://secure.tld/", ""),
         ("http.proxy.tld", "", "", "ftp://insecure.tld/", ""),
         ("", "", "", "http://example.com", ""),
@@ -584,8 +642,20 @@ mod tests {
         ("proxy", "", "xn--fsq092h.com", "http://www.示例.com", ""),
         ("proxy", "", "示例.com", "http://www.xn--fsq092h.com", ""),
         // The websocket schemes follow their HTTP counterparts.
-        ("http.proxy.tld", "secure.proxy.tld", "", "ws://insecure.tld/", "http://http.proxy.tld"),
-        ("http.proxy.tld", "secure.proxy.tld", "", "wss://secure.tld/", "http://secure.proxy.tld"),
+        (
+            "http.proxy.tld",
+            "secure.proxy.tld",
+            "",
+            "ws://insecure.tld/",
+            "http://http.proxy.tld",
+        ),
+        (
+            "http.proxy.tld",
+            "secure.proxy.tld",
+            "",
+            "wss://secure.tld/",
+            "http://secure.proxy.tld",
+        ),
         ("http.proxy.tld", "", "", "wss://secure.tld/", ""),
     ];
 
@@ -593,7 +663,10 @@ mod tests {
     fn proxy_for_url_follows_go_table() {
         for &(http, https, no, request, want) in PROXY_FOR_URL {
             let got = decide(&env(http, https, no), request).unwrap().unwrap_or_default();
-            assert_eq!(got, want, "HTTP_PROXY={http:?} HTTPS_PROXY={https:?} NO_PROXY={no:?} {request}");
+            assert_eq!(
+                got, want,
+                "HTTP_PROXY={http:?} HTTPS_PROXY={https:?} NO_PROXY={no:?} {request}"
+            );
         }
     }
 

@@ -15,6 +15,7 @@ use crate::drpc::ApiVersion;
 use crate::error::{ApiError, Error};
 use crate::mux::websocket::{self, WsByteStream};
 use crate::mux::yamux::{Session, SessionConfig};
+use crate::net::proxy::ProxyChoice;
 
 /// The path of the agent RPC endpoint.
 pub const RPC_PATH: &str = "/api/v2/workspaceagents/me/rpc";
@@ -59,7 +60,11 @@ impl Client {
         let mut refreshed = false;
         let ws = loop {
             let token = self.session_token().await?;
-            let attempt = tokio::time::timeout(options.dial_timeout, upgrade(&url, &token)).await;
+            let attempt = tokio::time::timeout(
+                options.dial_timeout,
+                upgrade(&url, &token, self.proxy(), options.dial_timeout),
+            )
+            .await;
             let attempt = attempt.unwrap_or_else(|_| {
                 Err(Error::Timeout(format!(
                     "websocket dial of {} took over {:?}",
@@ -155,8 +160,14 @@ enum Upgraded {
     Tls(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
 }
 
-/// One websocket upgrade of `url` with the token header.
-async fn upgrade(url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error> {
+/// One websocket upgrade of `url` with the token header, over a TCP
+/// connection made direct or through a proxy as `proxy` decides.
+async fn upgrade(
+    url: &url::Url,
+    token: &SessionToken,
+    proxy: &ProxyChoice,
+    timeout: std::time::Duration,
+) -> Result<Upgraded, Error> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -166,27 +177,21 @@ async fn upgrade(url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error
     // Keeps the token out of any Debug print of the request.
     value.set_sensitive(true);
     request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
+    // As tokio-tungstenite's own dial: TCP connect (here maybe through a
+    // CONNECT tunnel), then no Nagle.
+    let tcp = crate::net::proxy::connect_tcp(proxy, url, timeout).await?;
     if url.scheme() == "ws" {
-        let host = url
-            .host_str()
-            .ok_or_else(|| Error::InvalidUrl(format!("{url}: no host")))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        // As tokio-tungstenite's own dial: TCP connect, then no Nagle.
-        let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}"))
-            .await
-            .map_err(|e| upgrade_error(tungstenite::Error::Io(e), url))?;
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, tcp, Some(websocket::client_config()))
                 .await
                 .map_err(|e| upgrade_error(e, url))?;
         return Ok(Upgraded::Plain(ws));
     }
-    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(websocket::client_config()), true)
-        .await
-        .map_err(|e| upgrade_error(e, url))?;
+    // TLS to coderd, inside the tunnel when there is one.
+    let (ws, _response) =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(websocket::client_config()), None)
+            .await
+            .map_err(|e| upgrade_error(e, url))?;
     Ok(Upgraded::Tls(ws))
 }
 
