@@ -164,3 +164,21 @@ async fn no_proxy_connects_directly() {
     let seen = proxy.seen();
     assert!(seen.tunnels.is_empty() && seen.forwarded.is_empty(), "{seen:?}");
 }
+
+#[tokio::test]
+async fn wss_is_tunnelled_to_port_443_and_tls_starts_inside_the_tunnel() {
+    let server = EmbeddedServer::start().await.unwrap();
+    // The proxy maps coder.test (any port) to the plain-HTTP server, so the
+    // TLS handshake inside the tunnel fails: what matters is where it went.
+    let proxy = TestProxy::start(&[("coder.test", server_addr(&server))], None).await;
+    let client = Client::builder("https://coder.test/")
+        .token(server.token())
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    let err = guard("rpc", client.connect_rpc())
+        .await
+        .expect_err("no TLS behind the proxy");
+    assert!(matches!(err, Error::WebSocket(_)), "{err:?}");
+    assert_eq!(proxy.seen().tunnels, ["coder.test:443"]);
+}
