@@ -20,10 +20,16 @@
 //! answering ends the connection after about their sum), `--call-timeout`
 //! (each RPC and REST call, default 30s), `--dial-timeout` (default 30s).
 //!
+//! TLS: the agent trusts the system's root certificates and, as Go's agent,
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR`; `--ca-file FILE` (PEM) trusts a private
+//! CA besides, for REST and RPC alike. An untrusted certificate ends the run
+//! with one line naming the host and the way to trust its CA.
+//!
 //! ```text
 //! cargo run --example agent -- --duration 3s        # embedded coderd
 //! cargo run --example agent -- --json               # one JSON object per line on stdout
 //! CODER_AGENT_URL=https://coder.example.com CODER_AGENT_TOKEN=... cargo run --example agent
+//! CODER_AGENT_URL=https://coder.internal CODER_AGENT_TOKEN=... cargo run --example agent -- --ca-file ca.pem
 //! ```
 
 use std::collections::HashMap;
@@ -54,10 +60,11 @@ struct Options {
     keepalive_timeout: Duration,
     call_timeout: Duration,
     dial_timeout: Duration,
+    ca_file: Option<String>,
 }
 
 const USAGE: &str = "usage: agent [--duration 3s] [--json] [--keepalive 30s] [--keepalive-timeout 10s] \
-                     [--call-timeout 30s] [--dial-timeout 30s]";
+                     [--call-timeout 30s] [--dial-timeout 30s] [--ca-file FILE]";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -67,6 +74,7 @@ fn parse_args() -> Result<Options, String> {
         keepalive_timeout: Duration::from_secs(10),
         call_timeout: Duration::from_secs(30),
         dial_timeout: Duration::from_secs(30),
+        ca_file: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +84,7 @@ fn parse_args() -> Result<Options, String> {
                 .and_then(|v| parse_duration(&v))
         };
         match arg.as_str() {
+            "--ca-file" => options.ca_file = Some(args.next().ok_or("--ca-file needs a PEM file")?),
             "--json" => options.json = true,
             "--duration" => options.duration = Some(value("--duration")?),
             "--keepalive" => options.keepalive = value("--keepalive")?,
@@ -199,13 +208,19 @@ async fn target(options: &Options, out: &Out) -> Result<Target, String> {
             .unwrap_or_default()
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let builder = Client::builder(&url)
+        let mut builder = Client::builder(&url)
             .auth_method(
                 method,
                 env("CODER_AGENT_TOKEN").as_deref(),
                 env("CODER_AGENT_METADATA_URL").as_deref(),
             )
             .map_err(|e| e.to_string())?;
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("--ca-file {path}: {e}"))?;
+            builder = builder
+                .add_root_certificates_pem(&pem)
+                .map_err(|e| format!("--ca-file {path}: {e}"))?;
+        }
         let client = builder
             .rpc_options(options.rpc())
             .timeout(options.call_timeout)
@@ -216,6 +231,11 @@ async fn target(options: &Options, out: &Out) -> Result<Target, String> {
     }
     if env("CODER_AGENT_TOKEN").is_some() {
         return Err("CODER_AGENT_TOKEN is set but CODER_AGENT_URL is not".to_owned());
+    }
+    if options.ca_file.is_some() {
+        return Err(
+            "--ca-file is for a deployment's CODER_AGENT_URL; the embedded coderd serves plain HTTP".to_owned(),
+        );
     }
     let server = EmbeddedServer::start()
         .await

@@ -106,6 +106,7 @@ use crate::error::Error;
 pub use crate::http::same_origin_redirect_policy;
 use crate::http::{Call, Decoded, Rest};
 use crate::net::proxy::ProxyChoice;
+use crate::net::{tls, NetConfig};
 use crate::rest;
 use crate::rpc::RpcOptions;
 use crate::sse::{Backoff, ReinitReceiver, ReinitializationEvent};
@@ -124,27 +125,16 @@ pub const REINIT_BACKOFF_CEILING: Duration = Duration::from_secs(10);
 
 /// A `reqwest` client builder set up the way this crate needs: the process
 /// crypto provider installed (reqwest is built without one),
-/// [`same_origin_redirect_policy`], and the proxy decision Go makes from
-/// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (made by this crate, the same one
-/// the RPC websocket dial makes, rather than by reqwest's own reading of
-/// the environment). Start from it to give [`ClientBuilder::http_client`]
-/// or [`InstanceIdentity::new`] a client with your own TLS settings.
+/// [`same_origin_redirect_policy`], the default trust of a [`Client`]
+/// (the system's root certificates, `SSL_CERT_FILE` and `SSL_CERT_DIR`, as
+/// Go reads them), so that REST trusts what the RPC websocket trusts, and
+/// the proxy decision Go makes from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+/// (made by this crate, the same one the RPC websocket dial makes, rather
+/// than by reqwest's own reading of the environment). Start from it to give
+/// [`ClientBuilder::http_client`] or [`InstanceIdentity::new`] a client with
+/// settings of your own.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
-    http_client_builder_with_proxy(&ProxyChoice::from_env())
-}
-
-/// [`http_client_builder`] with the proxy decision `proxy` instead of the
-/// environment's.
-fn http_client_builder_with_proxy(proxy: &ProxyChoice) -> reqwest::ClientBuilder {
-    crate::tls::install_crypto_provider();
-    // reqwest reads the environment itself unless told not to.
-    let builder = reqwest::Client::builder()
-        .redirect(same_origin_redirect_policy())
-        .no_proxy();
-    match proxy.reqwest_proxy() {
-        Some(p) => builder.proxy(p),
-        None => builder,
-    }
+    NetConfig::default().http_client_builder()
 }
 
 /// A workspace agent's client of coderd. Cheap to clone.
@@ -158,7 +148,7 @@ struct ClientInner {
     tokens: Arc<dyn TokenProvider>,
     rest: Arc<Rest>,
     rpc: RpcOptions,
-    proxy: ProxyChoice,
+    net: NetConfig,
 }
 
 impl std::fmt::Debug for Client {
@@ -183,6 +173,8 @@ pub struct ClientBuilder {
     user_agent: Option<String>,
     timeout: Option<Duration>,
     rpc: RpcOptions,
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
     /// `None`: from the environment at build time.
     proxy: Option<Result<ProxyChoice, Error>>,
 }
@@ -262,11 +254,59 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificates in `pem` (one or more `BEGIN CERTIFICATE`
+    /// sections, e.g. a private CA's) besides the system's roots, for REST
+    /// and RPC alike. Can be called more than once. Fails when `pem` holds
+    /// no certificate or a malformed one. Not combined with
+    /// [`ClientBuilder::tls_config`] (building fails if both are set).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), coder_agentsdk::Error> {
+    /// let ca = std::fs::read("ca.pem").map_err(|e| coder_agentsdk::Error::Config(e.to_string()))?;
+    /// let client = coder_agentsdk::Client::builder("https://coder.internal")
+    ///     .token("...")
+    ///     .add_root_certificates_pem(&ca)?
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = tls::certificates_from_pem(pem).map_err(Error::Config)?;
+        self.extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts `cert` (DER) besides the system's roots, as
+    /// [`ClientBuilder::add_root_certificates_pem`] does; a certificate
+    /// that is no usable root makes [`ClientBuilder::build`] fail.
+    pub fn add_root_certificate(mut self, cert: rustls::pki_types::CertificateDer<'static>) -> Self {
+        self.extra_roots.push(cert);
+        self
+    }
+
+    /// Uses the caller's whole rustls configuration (roots, client
+    /// certificate, ...) for every TLS connection, REST and RPC, instead of
+    /// the system's roots. Its ALPN protocols are replaced by `http/1.1`
+    /// (the websocket upgrade is HTTP/1.1, and the REST client speaks no
+    /// HTTP/2). The crate's rustls is 0.23 with the ring provider.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls_config = Some(config);
+        self
+    }
+
     /// Sends every request through the caller's HTTP client. Its settings
     /// apply to everything, the reinit stream included, so it should have
     /// no total timeout (use [`ClientBuilder::timeout`] instead) and it
     /// should use [`same_origin_redirect_policy`]: reqwest's default policy
     /// forwards the session token to any host a redirect names.
+    ///
+    /// Its TLS settings are its own and apply to REST calls (and instance
+    /// identity exchanges) only: [`ClientBuilder::add_root_certificates_pem`]
+    /// and [`ClientBuilder::tls_config`] then set the RPC websocket's trust
+    /// alone. A client from [`http_client_builder`] trusts what a [`Client`]
+    /// trusts by default; for extra roots, give it the same config with
+    /// `tls_backend_preconfigured` (see [`Client::tls_config`]).
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
@@ -317,7 +357,7 @@ impl ClientBuilder {
 
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
-        crate::tls::install_crypto_provider();
+        tls::install_crypto_provider();
         let base_url = self.base_url?;
         let tokens = self
             .tokens
@@ -329,9 +369,22 @@ impl ClientBuilder {
         // Go refuses every request to coderd when its CGI rule refuses
         // HTTP_PROXY; refusing the client says so once.
         proxy.proxy_for(&base_url)?;
+        let tls = match (self.tls_config, self.extra_roots.is_empty()) {
+            (Some(config), true) => tls::http1_only(config),
+            (Some(_), false) => {
+                return Err(Error::Config(
+                    "tls_config and add_root_certificates_pem cannot be combined: put the roots in the config"
+                        .to_owned(),
+                ))
+            }
+            (None, true) => tls::default_client_config(),
+            (None, false) => tls::client_config_with_extra_roots(&self.extra_roots).map_err(Error::Config)?,
+        };
+        let net = NetConfig { tls, proxy };
         let http = match self.http {
             Some(http) => http,
-            None => http_client_builder_with_proxy(&proxy)
+            None => net
+                .http_client_builder()
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?,
         };
@@ -351,7 +404,7 @@ impl ClientBuilder {
                 tokens,
                 rest,
                 rpc: self.rpc,
-                proxy,
+                net,
             }),
         })
     }
@@ -374,6 +427,8 @@ impl Client {
             user_agent: None,
             timeout: None,
             rpc: RpcOptions::default(),
+            extra_roots: Vec::new(),
+            tls_config: None,
             proxy: None,
         }
     }
@@ -388,19 +443,33 @@ impl Client {
                 tokens: self.inner.tokens.clone(),
                 rest: self.inner.rest.clone(),
                 rpc: options,
-                proxy: self.inner.proxy.clone(),
+                net: self.inner.net.clone(),
             }),
         }
     }
 
     /// How this client picks a proxy for each connection.
     pub fn proxy(&self) -> &ProxyChoice {
-        &self.inner.proxy
+        &self.inner.net.proxy
     }
 
     /// The settings RPC connections of this client are dialled with.
     pub fn rpc_options(&self) -> &RpcOptions {
         &self.inner.rpc
+    }
+
+    /// The rustls configuration of the client's TLS connections: the RPC
+    /// websocket always, REST calls too unless [`ClientBuilder::http_client`]
+    /// gave another HTTP client. Give it to another reqwest client with
+    /// `reqwest::ClientBuilder::tls_backend_preconfigured((*config).clone())`
+    /// to make it trust the same roots.
+    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.inner.net.tls
+    }
+
+    /// What the client's connections are made with.
+    pub(crate) fn net(&self) -> &NetConfig {
+        &self.inner.net
     }
 
     /// The deployment's base URL.

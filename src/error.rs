@@ -180,6 +180,21 @@ pub enum Error {
     /// The websocket of the RPC connection could not be opened.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// A TLS handshake with coderd failed, for REST and RPC alike: most
+    /// often its certificate is not signed by a trusted authority (a
+    /// private CA). `reason` says why in words, `cause` is rustls' error
+    /// (e.g. `InvalidCertificate(UnknownIssuer)`). A certificate problem's
+    /// text says how to trust another root: `SSL_CERT_FILE` / `SSL_CERT_DIR`,
+    /// or [`crate::ClientBuilder::add_root_certificates_pem`].
+    #[error("tls: handshake with {host} failed: {reason}{}", tls_hint(cause))]
+    Tls {
+        /// The host the certificate was checked for.
+        host: String,
+        /// Why the handshake failed, in words.
+        reason: String,
+        /// The rustls error.
+        cause: rustls::Error,
+    },
     /// An HTTP request could not be made or its body not read.
     #[error("http: {0}")]
     Http(String),
@@ -222,6 +237,17 @@ pub enum Error {
     TokenExchange(#[source] Arc<Error>),
 }
 
+/// How to trust another root, for certificate failures only.
+fn tls_hint(cause: &rustls::Error) -> &'static str {
+    match cause {
+        rustls::Error::InvalidCertificate(_) => {
+            "; if the server's certificate is signed by a private CA, trust that CA: set SSL_CERT_FILE \
+             (or SSL_CERT_DIR), or use ClientBuilder::add_root_certificates_pem (the agent example: --ca-file)"
+        }
+        _ => "",
+    }
+}
+
 impl From<ApiError> for Error {
     fn from(e: ApiError) -> Self {
         Error::Api(Box::new(e))
@@ -229,6 +255,32 @@ impl From<ApiError> for Error {
 }
 
 impl Error {
+    /// A failed TLS handshake with `host`.
+    pub(crate) fn tls(host: &str, cause: rustls::Error) -> Error {
+        let reason = match &cause {
+            // Go's words for the most common case (a private CA).
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                "certificate signed by unknown authority".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Error::Tls {
+            host: host.to_owned(),
+            reason,
+            cause,
+        }
+    }
+
+    /// Whether this is a TLS failure because the server's certificate was
+    /// not accepted (untrusted issuer, wrong name, expired, ...).
+    pub fn is_certificate_error(&self) -> bool {
+        match self {
+            Error::Tls { cause, .. } => matches!(cause, rustls::Error::InvalidCertificate(_)),
+            Error::TokenExchange(e) => e.is_certificate_error(),
+            _ => false,
+        }
+    }
+
     /// The coderd error, if this is one (looking through a failed token exchange).
     pub fn api(&self) -> Option<&ApiError> {
         match self {
@@ -302,6 +354,27 @@ mod tests {
             e.to_string(),
             "unexpected status code 401: nope: Try logging in using 'coder login'."
         );
+    }
+
+    #[test]
+    fn untrusted_certificate_names_host_reason_and_the_way_to_add_a_root() {
+        let e = Error::tls(
+            "coder.test",
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let text = e.to_string();
+        assert!(e.is_certificate_error());
+        assert!(
+            text.starts_with("tls: handshake with coder.test failed: certificate signed by unknown authority; "),
+            "{text}"
+        );
+        assert!(
+            text.contains("SSL_CERT_FILE") && text.contains("add_root_certificates_pem"),
+            "{text}"
+        );
+        let other = Error::tls("coder.test", rustls::Error::General("x".into()));
+        assert!(!other.is_certificate_error());
+        assert!(!other.to_string().contains("SSL_CERT_FILE"));
     }
 
     #[test]

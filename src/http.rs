@@ -161,6 +161,10 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 
 /// A reqwest failure as the SDK error, with the URL redacted.
 pub(crate) fn transport_error(e: reqwest::Error, method: Option<&str>, url: Option<&Url>) -> Error {
+    if let Some(cause) = crate::net::tls::find_rustls_error(&e) {
+        let host = url.or(e.url()).and_then(Url::host_str).unwrap_or_default();
+        return Error::tls(host, cause.clone());
+    }
     let timeout = e.is_timeout();
     let url = url.or(e.url()).map(redact_url);
     let text = chain(&e.without_url());

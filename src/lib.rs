@@ -20,7 +20,6 @@ pub mod sse;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
-mod tls;
 pub mod types;
 
 pub use client::{Client, ClientBuilder};

@@ -37,6 +37,7 @@ pub struct FakeCoderdBuilder {
     agent_name: Option<String>,
     banners: Vec<agent::BannerConfig>,
     report_interval: Option<Duration>,
+    trust: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl FakeCoderdBuilder {
@@ -85,6 +86,20 @@ impl FakeCoderdBuilder {
         self
     }
 
+    /// Serves HTTPS / `wss://` ([`ServerBuilder::tls`]) with `cert_chain`
+    /// (which must name `127.0.0.1`) and `key`. [`FakeCoderd::client`]
+    /// then trusts the chain's last certificate (the CA, or the
+    /// certificate itself when it is self-signed).
+    pub fn tls(
+        mut self,
+        cert_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Self {
+        self.trust = cert_chain.last().cloned();
+        self.server = self.server.tls(cert_chain, key);
+        self
+    }
+
     /// Starts the server on a free loopback port. Panics if it cannot bind,
     /// which in a test is the right outcome.
     pub async fn start(self) -> FakeCoderd {
@@ -101,7 +116,10 @@ impl FakeCoderdBuilder {
         if let Some(interval) = self.report_interval {
             server.api().set_report_interval(interval);
         }
-        FakeCoderd { server }
+        FakeCoderd {
+            server,
+            trust: self.trust,
+        }
     }
 }
 
@@ -109,6 +127,7 @@ impl FakeCoderdBuilder {
 #[derive(Debug)]
 pub struct FakeCoderd {
     server: EmbeddedServer,
+    trust: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl FakeCoderd {
@@ -132,12 +151,22 @@ impl FakeCoderd {
         self.server.token()
     }
 
-    /// A [`Client`] pointed at it with the right token.
+    /// A [`Client`] pointed at it with the right token (trusting its
+    /// certificate when it serves TLS).
     pub fn client(&self) -> Client {
-        Client::builder(self.url().as_str())
-            .token(self.token())
+        self.client_builder()
             .build()
-            .expect("a loopback http URL and a token make a valid client")
+            .expect("a loopback URL, a token and the server's own root make a valid client")
+    }
+
+    /// A [`crate::ClientBuilder`] for it with the right token (and root),
+    /// to set more before building.
+    pub fn client_builder(&self) -> crate::ClientBuilder {
+        let builder = Client::builder(self.url().as_str()).token(self.token());
+        match &self.trust {
+            Some(root) => builder.add_root_certificate(root.clone()),
+            None => builder,
+        }
     }
 
     /// The underlying embedded server, for everything not wrapped here.

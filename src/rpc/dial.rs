@@ -4,7 +4,7 @@
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use super::connection::Connection;
@@ -15,7 +15,7 @@ use crate::drpc::ApiVersion;
 use crate::error::{ApiError, Error};
 use crate::mux::websocket::{self, WsByteStream};
 use crate::mux::yamux::{Session, SessionConfig};
-use crate::net::proxy::ProxyChoice;
+use crate::net::{self, tls, NetConfig};
 
 /// The path of the agent RPC endpoint.
 pub const RPC_PATH: &str = "/api/v2/workspaceagents/me/rpc";
@@ -54,7 +54,6 @@ impl Client {
     }
 
     async fn dial_rpc(&self, version: ApiVersion, role: Option<&str>) -> Result<Connection, Error> {
-        crate::tls::install_crypto_provider();
         let url = rpc_url(self.base_url(), version, role)?;
         let options = *self.rpc_options();
         let mut refreshed = false;
@@ -62,7 +61,7 @@ impl Client {
             let token = self.session_token().await?;
             let attempt = tokio::time::timeout(
                 options.dial_timeout,
-                upgrade(&url, &token, self.proxy(), options.dial_timeout),
+                upgrade(self.net(), &url, &token, options.dial_timeout),
             )
             .await;
             let attempt = attempt.unwrap_or_else(|_| {
@@ -149,23 +148,24 @@ pinned_connects! {
 }
 
 /// An upgraded websocket. A plain (`ws://`) one sits directly on its TCP
-/// stream: `MaybeTlsStream` reserves room for a whole rustls connection
-/// (1,104 bytes against 32 for the TCP stream), which every idle agent
-/// connection would carry for nothing.
+/// stream, with no room for TLS state: tokio-tungstenite's `MaybeTlsStream`
+/// reserves room for a whole rustls connection (1,104 bytes against 32 for
+/// the TCP stream), which every idle agent connection would carry for nothing.
 // Only handed from the dial to the session driver, never stored: boxing the
 // large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 enum Upgraded {
     Plain(WebSocketStream<tokio::net::TcpStream>),
-    Tls(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
+    Tls(WebSocketStream<tls::ClientStream>),
 }
 
-/// One websocket upgrade of `url` with the token header, over a TCP
-/// connection made direct or through a proxy as `proxy` decides.
+/// One websocket upgrade of `url` with the token header: TCP connect
+/// (direct or through a proxy's `CONNECT` tunnel), for `wss://` a TLS
+/// handshake with the client's trust (inside the tunnel), then the upgrade.
 async fn upgrade(
+    net: &NetConfig,
     url: &url::Url,
     token: &SessionToken,
-    proxy: &ProxyChoice,
     timeout: std::time::Duration,
 ) -> Result<Upgraded, Error> {
     let mut request = url
@@ -177,21 +177,32 @@ async fn upgrade(
     // Keeps the token out of any Debug print of the request.
     value.set_sensitive(true);
     request.headers_mut().insert(SESSION_TOKEN_HEADER, value);
-    // As tokio-tungstenite's own dial: TCP connect (here maybe through a
-    // CONNECT tunnel), then no Nagle.
-    let tcp = crate::net::proxy::connect_tcp(proxy, url, timeout).await?;
-    if url.scheme() == "ws" {
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(websocket::client_config()))
-                .await
-                .map_err(|e| upgrade_error(e, url))?;
-        return Ok(Upgraded::Plain(ws));
-    }
-    // TLS to coderd, inside the tunnel when there is one.
-    let (ws, _response) =
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(websocket::client_config()), None)
+    let host = url
+        .host()
+        .ok_or_else(|| Error::InvalidUrl(format!("{}: no host", crate::error::redact_url(url))))?;
+    // Checked before connecting: a host that cannot be a TLS server name
+    // fails the same way whether or not it resolves.
+    let tls_name = match url.scheme() {
+        "wss" => Some(tls::server_name(host.clone()).map_err(|e| Error::InvalidUrl(e.to_string()))?),
+        _ => None,
+    };
+    let tcp = net::connect_tcp(net, url, timeout).await?;
+    let config = Some(websocket::client_config());
+    let Some(tls_name) = tls_name else {
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(request, tcp, config)
             .await
             .map_err(|e| upgrade_error(e, url))?;
+        return Ok(Upgraded::Plain(ws));
+    };
+    let stream = tls::connect(&net.tls, tls_name, tcp)
+        .await
+        .map_err(|e| match tls::find_rustls_error(&e) {
+            Some(cause) => Error::tls(&host.to_string(), cause.clone()),
+            None => Error::WebSocket(format!("tls handshake with {host}: {e}")),
+        })?;
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(request, stream, config)
+        .await
+        .map_err(|e| upgrade_error(e, url))?;
     Ok(Upgraded::Tls(ws))
 }
 

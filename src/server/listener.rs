@@ -22,6 +22,10 @@
 //!   `write: connection reset`). Go's server waits `rstAvoidanceDelay`
 //!   (500 ms) after half-closing, unread data left in the kernel; reading
 //!   it keeps the client's writes going until it has read the answer.
+//!
+//! With TLS ([`super::ServerBuilder::tls`]), the handshake runs in the
+//! connection's task under the same handshake deadline, so a peer that
+//! connects and says nothing holds its slot no longer than a slowloris one.
 
 use std::io;
 use std::pin::Pin;
@@ -58,6 +62,7 @@ pub const DRAIN_LIMIT: usize = 16 << 20;
 pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     open: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -90,54 +95,83 @@ pub(crate) async fn serve(
         }
         let drain = Arc::new(AtomicBool::new(false));
         let io = Held::new(tcp, permit, open.clone(), drain.clone());
-        let router = TowerToHyperService::new(app.clone());
-        let service = {
-            let drain = drain.clone();
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let (parts, body) = request.into_parts();
-                let announced = !body.is_end_stream();
-                let (body, ended) = Tracked::new(body);
-                let answer = router.call(hyper::Request::from_parts(parts, body));
-                let drain = drain.clone();
-                async move {
-                    let mut response = answer.await?;
-                    if announced && !ended.load(Ordering::SeqCst) {
-                        // Answered before the body was read whole: say so, and
-                        // let the connection drain when hyper closes it.
-                        response.headers_mut().insert(
-                            hyper::header::CONNECTION,
-                            hyper::header::HeaderValue::from_static("close"),
-                        );
-                        drain.store(true, Ordering::SeqCst);
-                    }
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            })
-        };
+        let app = app.clone();
         let stop = shutdown.clone();
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(serve_connection(io, peer, app, drain, limits, stop));
+            continue;
+        };
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.handshake_timeout);
-            let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
-                        // hyper's own early answers (431 for oversized
-                        // headers and the like) end here: drain those too.
-                        drain.store(true, Ordering::SeqCst);
-                    }
-                    return;
-                }
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            if tokio::time::timeout(SHUTDOWN_GRACE, conn).await.is_err() {
-                tracing::debug!(%peer, "http connection did not finish after shutdown; dropped");
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(limits.handshake_timeout, tls.accept(io)) => handshake,
+                _ = stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(io)) => serve_connection(io, peer, app, drain, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                Err(_) => tracing::debug!(%peer, "tls handshake not finished in time; closed"),
             }
         });
+    }
+}
+
+/// Serves HTTP/1 (with upgrades) on one accepted connection until it ends,
+/// or until shortly after `stop`. Sets `drain` when the connection should
+/// drain before it closes (see the module documentation).
+async fn serve_connection<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    app: axum::Router,
+    drain: Arc<AtomicBool>,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = TowerToHyperService::new(app);
+    let service = {
+        let drain = drain.clone();
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let (parts, body) = request.into_parts();
+            let announced = !body.is_end_stream();
+            let (body, ended) = Tracked::new(body);
+            let answer = router.call(hyper::Request::from_parts(parts, body));
+            let drain = drain.clone();
+            async move {
+                let mut response = answer.await?;
+                if announced && !ended.load(Ordering::SeqCst) {
+                    // Answered before the body was read whole: say so, and
+                    // let the connection drain when hyper closes it.
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    drain.store(true, Ordering::SeqCst);
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                // hyper's own early answers (431 for oversized headers and
+                // the like) end here: drain those too.
+                drain.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, conn).await.is_err() {
+        tracing::debug!(%peer, "http connection did not finish after shutdown; dropped");
     }
 }
 

@@ -48,6 +48,21 @@ pub struct ServerBuilder {
     record_limit: usize,
     tokens: Vec<String>,
     keep_history: bool,
+    tls: Option<TlsSetting>,
+}
+
+/// The server's TLS config, or why it could not be built (reported by
+/// [`ServerBuilder::start`]). Its Debug shows neither key nor certificates.
+struct TlsSetting(Result<Arc<rustls::ServerConfig>, String>);
+
+impl std::fmt::Debug for TlsSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_ok() {
+            "TlsSetting(ok)"
+        } else {
+            "TlsSetting(error)"
+        })
+    }
 }
 
 /// Limits that protect the server from slow or hostile peers. Set through
@@ -98,6 +113,7 @@ impl Default for ServerBuilder {
             record_limit: DEFAULT_RECORD_LIMIT,
             tokens: Vec::new(),
             keep_history: true,
+            tls: None,
         }
     }
 }
@@ -197,11 +213,53 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds and starts serving in the background.
+    /// Serves HTTPS (and `wss://` for the RPC endpoint) with `cert_chain`
+    /// (the server's certificate first, then any intermediates) and its
+    /// private `key`, HTTP/1.1 only. The TLS handshake must finish within
+    /// [`handshake_timeout`](Self::handshake_timeout) too (then the request
+    /// headers get their own such deadline). [`EmbeddedServer::url`]
+    /// then says `https://` with the listening IP address, so the
+    /// certificate must name that IP (or reach the server by a name it
+    /// carries). A chain and key that do not fit together make
+    /// [`start`](Self::start) fail.
+    pub fn tls(
+        mut self,
+        cert_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Self {
+        let config =
+            crate::net::tls::server_config(cert_chain, key).map_err(|e| format!("tls certificate and key: {e}"));
+        self.tls = Some(TlsSetting(config));
+        self
+    }
+
+    /// [`tls`](Self::tls) from PEM: every certificate of `cert_pem` (leaf
+    /// first) and the first private key of `key_pem` (PKCS#8, PKCS#1 or
+    /// SEC1). Unreadable PEM makes [`start`](Self::start) fail.
+    pub fn tls_pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        let parsed = crate::net::tls::certificates_from_pem(cert_pem)
+            .and_then(|chain| Ok((chain, crate::net::tls::private_key_from_pem(key_pem)?)));
+        match parsed {
+            Ok((chain, key)) => self.tls(chain, key),
+            Err(e) => {
+                self.tls = Some(TlsSetting(Err(e)));
+                self
+            }
+        }
+    }
+
+    /// Binds and starts serving in the background. Fails if the address
+    /// cannot be bound or the TLS settings are unusable.
     pub async fn start(self) -> std::io::Result<EmbeddedServer> {
+        let tls = match self.tls {
+            None => None,
+            Some(TlsSetting(Ok(config))) => Some(tokio_rustls::TlsAcceptor::from(config)),
+            Some(TlsSetting(Err(e))) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+        };
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let base_url = url::Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = url::Url::parse(&format!("{scheme}://{addr}/")).map_err(std::io::Error::other)?;
         let api = Arc::new(FakeApi::new(self.manifest.unwrap_or_else(|| demo_manifest(&base_url))));
         api.set_record_limit(self.record_limit);
         api.set_keep_history(self.keep_history);
@@ -246,6 +304,7 @@ impl ServerBuilder {
         let task = tokio::spawn(listener::serve(
             listener,
             app,
+            tls,
             self.limits,
             state.inner.open_tcp.clone(),
             shutdown.clone(),
@@ -281,7 +340,8 @@ impl EmbeddedServer {
         ServerBuilder::default().start().await
     }
 
-    /// The server's base URL (`http://127.0.0.1:PORT/`).
+    /// The server's base URL (`http://127.0.0.1:PORT/`, or `https://` with
+    /// [`ServerBuilder::tls`]).
     pub fn url(&self) -> &url::Url {
         &self.base_url
     }
