@@ -105,6 +105,7 @@ use crate::auth::{
 use crate::error::Error;
 pub use crate::http::same_origin_redirect_policy;
 use crate::http::{Call, Decoded, Rest};
+use crate::net::proxy::ProxyChoice;
 use crate::net::{tls, NetConfig};
 use crate::rest;
 use crate::rpc::RpcOptions;
@@ -124,11 +125,14 @@ pub const REINIT_BACKOFF_CEILING: Duration = Duration::from_secs(10);
 
 /// A `reqwest` client builder set up the way this crate needs: the process
 /// crypto provider installed (reqwest is built without one),
-/// [`same_origin_redirect_policy`], and the default trust of a [`Client`]
+/// [`same_origin_redirect_policy`], the default trust of a [`Client`]
 /// (the system's root certificates, `SSL_CERT_FILE` and `SSL_CERT_DIR`, as
-/// Go reads them), so that REST trusts what the RPC websocket trusts. Start
-/// from it to give [`ClientBuilder::http_client`] or [`InstanceIdentity::new`]
-/// a client with your own proxy settings.
+/// Go reads them), so that REST trusts what the RPC websocket trusts, and
+/// the proxy decision Go makes from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+/// (made by this crate, the same one the RPC websocket dial makes, rather
+/// than by reqwest's own reading of the environment). Start from it to give
+/// [`ClientBuilder::http_client`] or [`InstanceIdentity::new`] a client with
+/// settings of your own.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     NetConfig::default().http_client_builder()
 }
@@ -171,6 +175,8 @@ pub struct ClientBuilder {
     rpc: RpcOptions,
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// `None`: from the environment at build time.
+    proxy: Option<Result<ProxyChoice, Error>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -329,6 +335,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every connection, REST and RPC, through the HTTP proxy at
+    /// `proxy` (`http://[user:password@]host:port`; `host:port` means
+    /// `http://host:port`), coderd on loopback included, as Go's
+    /// `http.ProxyURL` does. The RPC websocket goes through a `CONNECT`
+    /// tunnel. Without this or [`ClientBuilder::no_proxy`], the client
+    /// follows `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` as Go's agent does
+    /// ([`crate::net::proxy`]), read once by [`ClientBuilder::build`].
+    /// A client given through [`ClientBuilder::http_client`] keeps its own
+    /// proxy settings for REST.
+    pub fn proxy(mut self, proxy: impl AsRef<str>) -> Self {
+        self.proxy = Some(ProxyChoice::fixed(proxy.as_ref()));
+        self
+    }
+
+    /// Connects directly, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = Some(Ok(ProxyChoice::Direct));
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client, Error> {
         tls::install_crypto_provider();
@@ -336,21 +362,25 @@ impl ClientBuilder {
         let tokens = self
             .tokens
             .ok_or_else(|| Error::Config("no token or token provider set".to_owned()))?;
-        let net = match (self.tls_config, self.extra_roots.is_empty()) {
-            (Some(config), true) => NetConfig {
-                tls: tls::http1_only(config),
-            },
+        let proxy = match self.proxy {
+            Some(choice) => choice?,
+            None => ProxyChoice::from_env(),
+        };
+        // Go refuses every request to coderd when its CGI rule refuses
+        // HTTP_PROXY; refusing the client says so once.
+        proxy.proxy_for(&base_url)?;
+        let tls = match (self.tls_config, self.extra_roots.is_empty()) {
+            (Some(config), true) => tls::http1_only(config),
             (Some(_), false) => {
                 return Err(Error::Config(
                     "tls_config and add_root_certificates_pem cannot be combined: put the roots in the config"
                         .to_owned(),
                 ))
             }
-            (None, true) => NetConfig::default(),
-            (None, false) => NetConfig {
-                tls: tls::client_config_with_extra_roots(&self.extra_roots).map_err(Error::Config)?,
-            },
+            (None, true) => tls::default_client_config(),
+            (None, false) => tls::client_config_with_extra_roots(&self.extra_roots).map_err(Error::Config)?,
         };
+        let net = NetConfig { tls, proxy };
         let http = match self.http {
             Some(http) => http,
             None => net
@@ -399,6 +429,7 @@ impl Client {
             rpc: RpcOptions::default(),
             extra_roots: Vec::new(),
             tls_config: None,
+            proxy: None,
         }
     }
 
@@ -415,6 +446,11 @@ impl Client {
                 net: self.inner.net.clone(),
             }),
         }
+    }
+
+    /// How this client picks a proxy for each connection.
+    pub fn proxy(&self) -> &ProxyChoice {
+        &self.inner.net.proxy
     }
 
     /// The settings RPC connections of this client are dialled with.

@@ -218,6 +218,19 @@ pub enum Error {
     /// An operation did not finish within its time limit.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A proxy between the client and coderd refused or broke the tunnel
+    /// (`CONNECT` answered with other than 200, e.g. 407 for missing or
+    /// wrong credentials; an answer that is malformed or too long), cannot
+    /// be used (an unsupported scheme), or Go's CGI rule refused `HTTP_PROXY`.
+    #[error("proxy {proxy}: {reason}")]
+    Proxy {
+        /// The proxy's URL without credentials.
+        proxy: String,
+        /// The proxy's HTTP status, when it answered with one.
+        status: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
     /// Obtaining a session token (an instance-identity exchange) failed.
     /// Every caller that waited on the same exchange sees the same cause.
     #[error("obtain session token: {0}")]

@@ -9,7 +9,7 @@ pub mod error;
 pub mod fleet;
 mod http;
 pub mod mux;
-mod net;
+pub mod net;
 pub mod proto;
 pub mod rest;
 pub mod rpc;

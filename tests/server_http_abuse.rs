@@ -262,3 +262,172 @@ async fn arrays_nested_100000_deep_get_400_without_a_stack_overflow() {
     }
     fresh_agent_is_served(&server).await;
 }
+
+/// One request whose head says `Content-Length: 10 MiB`, sent with blocking
+/// std sockets: the body is written by one thread while this one reads the
+/// answer. Returns the status and body read, or why the answer was lost:
+/// the read failed, or a write failed before the answer was all read (Go's
+/// client returns whichever of the two comes first, so a reset that reaches
+/// the writer first loses the answer: `write: connection reset`).
+fn answer_while_still_writing(addr: std::net::SocketAddr, head: String) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(GUARD))?;
+    stream.set_write_timeout(Some(GUARD))?;
+    stream.write_all(head.as_bytes())?;
+    let mut writer = stream.try_clone()?;
+    let write_failed = Arc::new(AtomicBool::new(false));
+    let body_writer = std::thread::spawn({
+        let write_failed = write_failed.clone();
+        move || {
+            let chunk = vec![b'a'; 64 * 1024];
+            for _ in 0..(10 << 20) / chunk.len() {
+                if let Err(e) = writer.write_all(&chunk) {
+                    write_failed.store(true, Ordering::SeqCst);
+                    return Some(e);
+                }
+            }
+            None
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let result = loop {
+        // Read until the head and as much body as it announces arrived.
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                if answer.len() >= end + 4 + length {
+                    if write_failed.load(Ordering::SeqCst) {
+                        break Err(std::io::Error::other(format!(
+                            "a write failed before the answer was read: {:?}",
+                            String::from_utf8_lossy(&answer)
+                        )));
+                    }
+                    // Go's server says it will close, as hyper would not by itself.
+                    if !head.lines().any(|l| l == "connection: close") {
+                        break Err(std::io::Error::other(format!("no `Connection: close`: {head:?}")));
+                    }
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    break Ok((status, answer[end + 4..end + 4 + length].to_vec()));
+                }
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("closed after {:?}", String::from_utf8_lossy(&answer)),
+                ))
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = body_writer.join();
+    result
+}
+
+fn head_with_ten_mib_body(server: &EmbeddedServer, token: &str) -> String {
+    format!(
+        "PATCH /api/v2/workspaceagents/me/logs HTTP/1.1\r\nHost: {}\r\nCoder-Session-Token: {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.url().authority(),
+        10 << 20
+    )
+}
+
+fn addr_of(server: &EmbeddedServer) -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", server.url().port().unwrap()).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_writing_ten_mib_reads_the_413_in_20_runs_of_20() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let (addr, head) = (addr_of(&server), head_with_ten_mib_body(&server, server.token()));
+    let outcomes = tokio::task::spawn_blocking(move || {
+        (0..20)
+            .map(|_| answer_while_still_writing(addr, head.clone()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (run, outcome) in outcomes.into_iter().enumerate() {
+        let (status, body) = outcome.unwrap_or_else(|e| panic!("run {run}: no answer read: {e}"));
+        assert_eq!(status, 413, "run {run}");
+        let error: ErrorBody = serde_json::from_slice(&body).expect("codersdk error body");
+        assert_eq!(error.message, "Request body is too large.", "run {run}");
+    }
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_writing_ten_mib_with_a_wrong_token_reads_the_401() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let (addr, head) = (addr_of(&server), head_with_ten_mib_body(&server, "not-the-token"));
+    let outcomes = tokio::task::spawn_blocking(move || {
+        (0..5)
+            .map(|_| answer_while_still_writing(addr, head.clone()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (run, outcome) in outcomes.into_iter().enumerate() {
+        let (status, body) = outcome.unwrap_or_else(|e| panic!("run {run}: no answer read: {e}"));
+        assert_eq!(status, 401, "run {run}");
+        serde_json::from_slice::<ErrorBody>(&body).expect("codersdk error body");
+    }
+    fresh_agent_is_served(&server).await;
+}
+
+#[tokio::test]
+async fn reqwest_still_writing_ten_mib_reads_the_413_in_20_runs_of_20() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let body = vec![b'a'; 10 << 20];
+    for run in 0..20 {
+        let response = send_body(&server, "PATCH", "api/v2/workspaceagents/me/logs", body.clone()).await;
+        let error = codersdk_error(response, 413, &format!("run {run}")).await;
+        assert_eq!(error.message, "Request body is too large.");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_stops_sending_is_cut_off_after_the_bounded_drain() {
+    use std::io::Write;
+    let server = EmbeddedServer::start().await.unwrap();
+    let addr = addr_of(&server);
+    let head = format!(
+        "PATCH /api/v2/workspaceagents/me/logs HTTP/1.1\r\nHost: {}\r\nCoder-Session-Token: {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.url().authority(),
+        server.token(),
+        1u64 << 40
+    );
+    let written = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_write_timeout(Some(GUARD)).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut written = 0usize;
+        // Never reads the answer; writes until the server stops taking it.
+        while written < 1 << 30 {
+            if stream.write_all(&chunk).is_err() {
+                return written;
+            }
+            written += chunk.len();
+        }
+        panic!("the server took 1 GiB of a body it had refused");
+    })
+    .await
+    .unwrap();
+    // The drain limit (16 MiB) plus what the kernel buffers on both sides.
+    assert!(written < 64 << 20, "{written} bytes taken");
+    fresh_agent_is_served(&server).await;
+}

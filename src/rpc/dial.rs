@@ -59,7 +59,11 @@ impl Client {
         let mut refreshed = false;
         let ws = loop {
             let token = self.session_token().await?;
-            let attempt = tokio::time::timeout(options.dial_timeout, upgrade(self.net(), &url, &token)).await;
+            let attempt = tokio::time::timeout(
+                options.dial_timeout,
+                upgrade(self.net(), &url, &token, options.dial_timeout),
+            )
+            .await;
             let attempt = attempt.unwrap_or_else(|_| {
                 Err(Error::Timeout(format!(
                     "websocket dial of {} took over {:?}",
@@ -147,9 +151,15 @@ enum Upgraded {
     Tls(WebSocketStream<tls::ClientStream>),
 }
 
-/// One websocket upgrade of `url` with the token header: TCP connect, for
-/// `wss://` a TLS handshake with the client's trust, then the upgrade.
-async fn upgrade(net: &NetConfig, url: &url::Url, token: &SessionToken) -> Result<Upgraded, Error> {
+/// One websocket upgrade of `url` with the token header: TCP connect
+/// (direct or through a proxy's `CONNECT` tunnel), for `wss://` a TLS
+/// handshake with the client's trust (inside the tunnel), then the upgrade.
+async fn upgrade(
+    net: &NetConfig,
+    url: &url::Url,
+    token: &SessionToken,
+    timeout: std::time::Duration,
+) -> Result<Upgraded, Error> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -168,9 +178,7 @@ async fn upgrade(net: &NetConfig, url: &url::Url, token: &SessionToken) -> Resul
         "wss" => Some(tls::server_name(host.clone()).map_err(|e| Error::InvalidUrl(e.to_string()))?),
         _ => None,
     };
-    let tcp = net::connect_tcp(net, url)
-        .await
-        .map_err(|e| upgrade_error(tungstenite::Error::Io(e), url))?;
+    let tcp = net::connect_tcp(net, url, timeout).await?;
     let config = Some(websocket::client_config());
     let Some(tls_name) = tls_name else {
         let (ws, _response) = tokio_tungstenite::client_async_with_config(request, tcp, config)

@@ -439,18 +439,26 @@ pub(crate) fn routes() -> axum::Router<ServerState> {
 /// An answer that ends a handler early.
 type Reply = Box<Response<Body>>;
 
-/// A request body read whole (up to axum's default limit of 2 MB). Unlike
-/// axum's `Bytes` extractor, whose refusals are plain text (a body over the
-/// limit gets `413` with "length limit exceeded"), it refuses with the
-/// codersdk JSON error every other failure carries.
-struct RawBody(Bytes);
+/// A request body not read yet: handlers check the token first, as coderd's
+/// middleware does, so a refused agent gets its 401 before any body is
+/// read. [`RawBody::read`] reads it whole (up to axum's default limit of
+/// 2 MB). Unlike axum's `Bytes` extractor, whose refusals are plain text (a
+/// body over the limit gets `413` with "length limit exceeded"), it refuses
+/// with the codersdk JSON error every other failure carries.
+struct RawBody(axum::extract::Request);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
-    type Rejection = Response<Body>;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Bytes::from_request(req, state).await {
-            Ok(body) => Ok(RawBody(body)),
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RawBody(req))
+    }
+}
+
+impl RawBody {
+    async fn read(self) -> Result<Bytes, Reply> {
+        match <Bytes as axum::extract::FromRequest<()>>::from_request(self.0, &()).await {
+            Ok(body) => Ok(body),
             Err(rejection) => {
                 let status = rejection.status();
                 let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -458,14 +466,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
                 } else {
                     "Failed to read the request body."
                 };
-                Err(api_error(
+                Err(Box::new(api_error(
                     status,
                     ErrorBody {
                         message: message.to_owned(),
                         detail: rejection.body_text(),
                         ..ErrorBody::default()
                     },
-                ))
+                )))
             }
         }
     }
@@ -569,15 +577,15 @@ fn admit(state: &ServerState, method: &Method, uri: &Uri, headers: &HeaderMap) -
 }
 
 /// [`admit`], then the JSON body.
-fn admit_json<T: DeserializeOwned>(
+async fn admit_json<T: DeserializeOwned>(
     state: &ServerState,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
+    body: RawBody,
 ) -> Result<T, Reply> {
     admit(state, method, uri, headers)?;
-    read(body)
+    read(&body.read().await?)
 }
 
 fn agent_id(state: &ServerState) -> Uuid {
@@ -626,9 +634,9 @@ async fn patch_logs(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Response<Body> {
-    let req: PatchLogsBody = match admit_json(&state, &method, &uri, &headers, &body) {
+    let req: PatchLogsBody = match admit_json(&state, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -680,9 +688,9 @@ async fn patch_app_status(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Response<Body> {
-    let req: AppStatusBody = match admit_json(&state, &method, &uri, &headers, &body) {
+    let req: AppStatusBody = match admit_json(&state, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -726,9 +734,9 @@ async fn post_log_source(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Response<Body> {
-    let req: LogSourceBody = match admit_json(&state, &method, &uri, &headers, &body) {
+    let req: LogSourceBody = match admit_json(&state, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -952,29 +960,25 @@ struct IdentityBody {
     agent_name: Option<String>,
 }
 
-async fn aws_identity(State(state): State<ServerState>, headers: HeaderMap, RawBody(body): RawBody) -> Response<Body> {
-    exchange(state, Cloud::Aws, headers, body)
+async fn aws_identity(State(state): State<ServerState>, headers: HeaderMap, body: RawBody) -> Response<Body> {
+    exchange(state, Cloud::Aws, headers, body).await
 }
 
-async fn azure_identity(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response<Body> {
-    exchange(state, Cloud::Azure, headers, body)
+async fn azure_identity(State(state): State<ServerState>, headers: HeaderMap, body: RawBody) -> Response<Body> {
+    exchange(state, Cloud::Azure, headers, body).await
 }
 
-async fn google_identity(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response<Body> {
-    exchange(state, Cloud::Google, headers, body)
+async fn google_identity(State(state): State<ServerState>, headers: HeaderMap, body: RawBody) -> Response<Body> {
+    exchange(state, Cloud::Google, headers, body).await
 }
 
 /// An identity exchange: no agent token needed; the token is handed out
 /// when the posted identity is the one the test configured, else 401.
-fn exchange(state: ServerState, cloud: Cloud, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn exchange(state: ServerState, cloud: Cloud, headers: HeaderMap, body: RawBody) -> Response<Body> {
+    let body = match body.read().await {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
     let rest = state.rest();
     let path = match cloud {
         Cloud::Aws => paths::AWS,
