@@ -26,7 +26,10 @@
 //! places where upstream's swagger annotations disagree with upstream's own
 //! handlers. A difference matching a `[[known]]` entry is shown as known and
 //! does not count; an entry that matches nothing is shown as stale and counts,
-//! so the list cannot rot unnoticed.
+//! so the list cannot rot unnoticed. `[[out-of-scope]]` entries work the same
+//! way for something upstream has that this SDK deliberately does not adopt
+//! (swagger.json is right there; we just do not call it), and they match only
+//! `added` differences.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -62,10 +65,16 @@ pub struct Config {
     /// Reviewed upstream-swagger inaccuracies.
     #[serde(default)]
     pub known: Vec<Known>,
+    /// Upstream facts this SDK deliberately does not adopt (only `added`
+    /// differences match), with the same fields and checks as `known`.
+    #[serde(default)]
+    pub out_of_scope: Vec<Known>,
 }
 
-/// One place where upstream's swagger.json disagrees with upstream's handlers,
-/// named exactly as the report names the difference it causes.
+/// One place where upstream's swagger.json disagrees with upstream's handlers
+/// (a `[[known]]` entry), or one upstream fact deliberately not adopted (an
+/// `[[out-of-scope]]` entry), named exactly as the report names the
+/// difference it causes.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Known {
@@ -75,7 +84,8 @@ pub struct Known {
     pub path: String,
     /// As in the report, e.g. `parameter not upstream`.
     pub detail: String,
-    /// Why swagger.json is wrong here and spec/ is right.
+    /// Why swagger.json is wrong here and spec/ is right (`known`), or why
+    /// the SDK leaves this out (`out-of-scope`).
     pub why: String,
     /// Where the handler shows it: `file:line @ commit`, one or more.
     pub evidence: Vec<String>,
@@ -97,10 +107,15 @@ pub fn load_config(spec: &Path) -> Result<Config> {
     };
     let config: Config = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
     let mut seen = BTreeSet::new();
-    for k in &config.known {
-        let name = format!("known entry {:?} {:?}", k.path, k.detail);
+    let entries =
+        (config.known.iter().map(|k| ("known", k))).chain(config.out_of_scope.iter().map(|k| ("out-of-scope", k)));
+    for (list, k) in entries {
+        let name = format!("{list} entry {:?} {:?}", k.path, k.detail);
         if !seen.insert((k.area, &k.path, &k.detail)) {
-            bail!("{}: {name} is listed twice", path.display());
+            bail!(
+                "{}: {name} is listed twice (in [[known]] and [[out-of-scope]] together)",
+                path.display()
+            );
         }
         if k.why.trim().is_empty() {
             bail!("{}: {name} has no `why`", path.display());
@@ -146,30 +161,39 @@ pub struct Report {
     pub real: Vec<Change>,
     /// Differences a `[[known]]` entry explains.
     pub known: Vec<(Change, Known)>,
-    /// `[[known]]` entries that match no difference.
+    /// Differences an `[[out-of-scope]]` entry explains.
+    pub out_of_scope: Vec<(Change, Known)>,
+    /// `[[known]]` and `[[out-of-scope]]` entries that match no difference.
     pub stale: Vec<Known>,
 }
 
 impl Report {
-    /// Sorts `changes` against the known list.
-    pub fn new(changes: Vec<Change>, known: &[Known]) -> Self {
+    /// Sorts `changes` against the known and out-of-scope lists (an
+    /// out-of-scope entry matches only an `added` difference).
+    pub fn new(changes: Vec<Change>, known: &[Known], out_of_scope: &[Known]) -> Self {
         let mut report = Report::default();
-        let mut used = vec![false; known.len()];
+        let mut used_known = vec![false; known.len()];
+        let mut used_out = vec![false; out_of_scope.len()];
         for c in changes {
-            match known.iter().position(|k| k.matches(&c)) {
-                Some(i) => {
-                    used[i] = true;
-                    report.known.push((c, known[i].clone()));
-                }
-                None => report.real.push(c),
+            if let Some(i) = known.iter().position(|k| k.matches(&c)) {
+                used_known[i] = true;
+                report.known.push((c, known[i].clone()));
+            } else if let Some(i) = out_of_scope.iter().position(|k| c.kind == Kind::Added && k.matches(&c)) {
+                used_out[i] = true;
+                report.out_of_scope.push((c, out_of_scope[i].clone()));
+            } else {
+                report.real.push(c);
             }
         }
-        report.stale = known
-            .iter()
-            .zip(used)
-            .filter(|(_, u)| !u)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let unused = |list: &[Known], used: Vec<bool>| -> Vec<Known> {
+            list.iter()
+                .zip(used)
+                .filter(|(_, u)| !u)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        report.stale = unused(known, used_known);
+        report.stale.extend(unused(out_of_scope, used_out));
         report
     }
 
@@ -195,8 +219,14 @@ impl Report {
             "coder": coder.display().to_string(),
             "changes": self.real.iter().map(|c| item(c, None)).collect::<Vec<_>>(),
             "known": self.known.iter().map(|(c, k)| item(c, Some(k))).collect::<Vec<_>>(),
+            "out_of_scope": self.out_of_scope.iter().map(|(c, k)| item(c, Some(k))).collect::<Vec<_>>(),
             "stale": self.stale,
-            "counts": {"real": self.real.len(), "known": self.known.len(), "stale": self.stale.len()},
+            "counts": {
+                "real": self.real.len(),
+                "known": self.known.len(),
+                "out_of_scope": self.out_of_scope.len(),
+                "stale": self.stale.len(),
+            },
         })
     }
 }
@@ -239,7 +269,7 @@ pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
     let coder = coder.context("usage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")?;
     let spec = crate::or_in_workspace(spec, "spec")?;
     let config = load_config(&spec)?;
-    let report = Report::new(compare(&coder, &spec, &config)?, &config.known);
+    let report = Report::new(compare(&coder, &spec, &config)?, &config.known, &config.out_of_scope);
     match format {
         diff::Format::Json => println!("{}", serde_json::to_string_pretty(&report.json(&coder))?),
         diff::Format::Text => print!("{}", checklist(&coder, &spec, &report)),
@@ -266,13 +296,28 @@ pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
             direction(c.kind)
         ));
     }
-    if !report.known.is_empty() {
-        out.push_str(&format!(
-            "Known inaccuracies of upstream's swagger.json (spec/{CONFIG_FILE}), not counted:\n"
-        ));
-        for (c, k) in &report.known {
+    let explained = [
+        (
+            &report.known,
+            "Known inaccuracies of upstream's swagger.json",
+            "[[known]]",
+            "known",
+        ),
+        (
+            &report.out_of_scope,
+            "Upstream facts this SDK deliberately leaves out",
+            "[[out-of-scope]]",
+            "out-of-scope",
+        ),
+    ];
+    for (list, title, table, label) in explained {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{title} (spec/{CONFIG_FILE} {table}), not counted:\n"));
+        for (c, k) in list {
             out.push_str(&format!(
-                "- known {:<8} {}: {} ({}); {} [{}]\n",
+                "- {label} {:<8} {}: {} ({}); {} [{}]\n",
                 area_name(c.area),
                 c.path,
                 c.detail,
@@ -296,9 +341,10 @@ pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
         }
     }
     out.push_str(&format!(
-        "{} differences, {} known, {} stale.",
+        "{} differences, {} known, {} out of scope, {} stale.",
         report.real.len(),
         report.known.len(),
+        report.out_of_scope.len(),
         report.stale.len()
     ));
     if !report.is_clean() {
@@ -952,12 +998,61 @@ mod tests {
             why: "w".into(),
             evidence: vec!["f.go:1 @ abcdef0".into()],
         };
-        let report = Report::new(vec![change("A"), change("B")], &[known("B"), known("C")]);
+        let report = Report::new(vec![change("A"), change("B")], &[known("B"), known("C")], &[]);
         assert_eq!(report.real, [change("A")]);
         assert_eq!(report.known, [(change("B"), known("B"))]);
         assert_eq!(report.stale, [known("C")]);
         assert!(!report.is_clean());
-        assert!(Report::new(vec![change("B")], &[known("B")]).is_clean());
+        assert!(Report::new(vec![change("B")], &[known("B")], &[]).is_clean());
+    }
+
+    #[test]
+    fn out_of_scope_entries_match_only_what_upstream_adds_and_go_stale_otherwise() {
+        let change = |kind: Kind, path: &str| {
+            Change::new(
+                Area::Openapi,
+                kind,
+                Severity::Additive,
+                Rust::Additive,
+                path,
+                "endpoint missing from spec/openapi.yaml",
+            )
+        };
+        let entry = |path: &str| Known {
+            area: Area::Openapi,
+            path: path.into(),
+            detail: "endpoint missing from spec/openapi.yaml".into(),
+            why: "legacy alias".into(),
+            evidence: vec!["f.go:1 @ abcdef0".into()],
+        };
+        let added = change(Kind::Added, "GET /old");
+        let removed = change(Kind::Removed, "GET /ours");
+        let report = Report::new(
+            vec![added.clone(), removed.clone()],
+            &[],
+            &[entry("GET /old"), entry("GET /ours")],
+        );
+        assert_eq!(report.out_of_scope, [(added.clone(), entry("GET /old"))]);
+        assert_eq!(report.real, [removed], "spec/ having more is never out of scope");
+        assert_eq!(report.stale, [entry("GET /ours")]);
+        assert!(Report::new(vec![added], &[], &[entry("GET /old")]).is_clean());
+    }
+
+    #[test]
+    fn out_of_scope_entries_are_checked_like_known_ones_and_never_both() {
+        let body = "area = \"openapi\"\npath = \"GET /old\"\ndetail = \"endpoint missing from spec/openapi.yaml\"\nwhy = \"legacy alias\"\nevidence = [\"coderd/x.go:5 @ f96338110b61\"]\n";
+        let ok = format!("[[out-of-scope]]\n{body}");
+        let config = config_with(&ok).unwrap();
+        assert_eq!((config.known.len(), config.out_of_scope.len()), (0, 1));
+        for bad in [
+            ok.replace("why = \"legacy alias\"", "why = \"\""),
+            ok.replace("coderd/x.go:5 @ f96338110b61", "coderd/x.go @ f96338110b61"),
+            ok.replace("evidence = [\"coderd/x.go:5 @ f96338110b61\"]", "evidence = []"),
+            format!("{ok}{ok}"),
+            format!("{ok}[[known]]\n{body}"),
+        ] {
+            assert!(config_with(&bad).is_err(), "accepted:\n{bad}");
+        }
     }
 
     #[test]

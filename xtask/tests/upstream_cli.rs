@@ -249,7 +249,10 @@ fn known_inaccuracies_are_set_apart_with_their_evidence_and_stale_entries_report
         stale[0]["path"],
         "GET /api/v2/workspaceagents/me/gitsshkey response.algorithm"
     );
-    assert_eq!(v["counts"], serde_json::json!({"real": 18, "known": 1, "stale": 1}));
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({"real": 18, "known": 1, "out_of_scope": 0, "stale": 1})
+    );
 }
 
 #[test]
@@ -263,7 +266,10 @@ fn text_output_is_a_checklist() {
         ),
         "{text}"
     );
-    assert!(text.contains("18 differences, 1 known, 1 stale."), "{text}");
+    assert!(
+        text.contains("18 differences, 1 known, 0 out of scope, 1 stale."),
+        "{text}"
+    );
     assert!(
         text.contains("- known rest     GET /api/v2/workspaceagents/me/external-auth query:id: required: spec false, upstream true (both have it, differently); Planted"),
         "{text}"
@@ -371,11 +377,17 @@ fn a_checkout_differing_only_in_known_ways_exits_0_and_shows_them() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(v["counts"], serde_json::json!({"real": 0, "known": 1, "stale": 0}));
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({"real": 0, "known": 1, "out_of_scope": 0, "stale": 0})
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&upstream_with_spec(&copy, &spec, "text").stdout).into_owned();
     assert!(text.contains("  nothing differs\n"), "{text}");
-    assert!(text.contains("0 differences, 1 known, 0 stale.\n"), "{text}");
+    assert!(
+        text.contains("0 differences, 1 known, 0 out of scope, 0 stale.\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -397,7 +409,103 @@ fn stale_known_entries_alone_exit_1() {
     let out = upstream(copy, "json");
     assert_eq!(out.status.code(), Some(1));
     let v = json(&out);
-    assert_eq!(v["counts"], serde_json::json!({"real": 0, "known": 0, "stale": 2}));
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({"real": 0, "known": 0, "out_of_scope": 0, "stale": 2})
+    );
+}
+
+/// fake-spec/ with `extra` appended to its upstream.toml, in `dir`.
+fn spec_with(dir: &Path, extra: &str) -> PathBuf {
+    let spec = dir.join("spec");
+    copy_dir(&fake_spec(), &spec);
+    let toml = spec.join("upstream.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n{extra}")).unwrap();
+    spec
+}
+
+#[test]
+fn out_of_scope_entries_set_upstream_additions_apart_and_go_stale_on_anything_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let entry = |path: &str, detail: &str| {
+        format!(
+            "[[out-of-scope]]\narea = \"openapi\"\npath = \"{path}\"\ndetail = \"{detail}\"\n\
+             why = \"Planted: a legacy alias the SDK does not call.\"\n\
+             evidence = [\"coderd/apidoc/swagger.json:1 @ 0000000 (fixture)\"]\n"
+        )
+    };
+    let heartbeat = entry(
+        "POST /api/v2/workspaceagents/me/heartbeat",
+        "endpoint missing from spec/openapi.yaml",
+    );
+    // Upstream changed it (a `changed` difference): not something to leave out.
+    let status = entry(
+        "POST /api/v2/workspaceagents/me/log-source",
+        "success status: spec 201, upstream 200",
+    );
+    let spec = spec_with(tmp.path(), &format!("{heartbeat}\n{status}"));
+    let out = upstream_with_spec(&fixture(), &spec, "json");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(
+        items(&v["out_of_scope"]),
+        [(
+            "openapi".to_owned(),
+            "added".to_owned(),
+            "POST /api/v2/workspaceagents/me/heartbeat".to_owned(),
+            "endpoint missing from spec/openapi.yaml".to_owned(),
+        )]
+    );
+    assert!(v["out_of_scope"][0]["why"].as_str().unwrap().starts_with("Planted"));
+    let changes = items(&v["changes"]);
+    assert!(
+        !changes.iter().any(|c| c.2.ends_with("/heartbeat")),
+        "set apart, not a change"
+    );
+    assert!(
+        changes.iter().any(|c| c.3 == "success status: spec 201, upstream 200"),
+        "out-of-scope never explains a changed item"
+    );
+    let stale: Vec<&str> = v["stale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stale,
+        [
+            "GET /api/v2/workspaceagents/me/gitsshkey response.algorithm",
+            "POST /api/v2/workspaceagents/me/log-source"
+        ]
+    );
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({"real": 17, "known": 1, "out_of_scope": 1, "stale": 2})
+    );
+    let text = String::from_utf8_lossy(&upstream_with_spec(&fixture(), &spec, "text").stdout).into_owned();
+    assert!(
+        text.contains("- out-of-scope rest     POST /api/v2/workspaceagents/me/heartbeat: endpoint missing from spec/openapi.yaml (upstream has, spec/ lacks); Planted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("17 differences, 1 known, 1 out of scope, 2 stale."),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_out_of_scope_entry_without_evidence_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec_with(
+        tmp.path(),
+        "[[out-of-scope]]\narea = \"openapi\"\npath = \"POST /api/v2/workspaceagents/me/heartbeat\"\n\
+         detail = \"endpoint missing from spec/openapi.yaml\"\nwhy = \"legacy\"\nevidence = []\n",
+    );
+    let out = upstream_with_spec(&fixture(), &spec, "text");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no `evidence`"));
 }
 
 #[test]
