@@ -247,13 +247,7 @@ async fn echo_session<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
 
 /// `calls` round trips of `req_bytes` → `resp_bytes` on one websocket with
 /// `concurrency` messages in flight (the echo preserves order).
-async fn ws_round_trips(
-    target: &Target,
-    concurrency: usize,
-    calls: usize,
-    req_bytes: usize,
-    resp_bytes: usize,
-) -> Run {
+async fn ws_round_trips(target: &Target, concurrency: usize, calls: usize, req_bytes: usize, resp_bytes: usize) -> Run {
     let addr = target.echo;
     let tcp = TcpStream::connect(addr).await.expect("connect echo");
     tcp.set_nodelay(true).expect("nodelay");
@@ -588,9 +582,13 @@ async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
     let h_tls = live();
     use coder_agentsdk::mux::websocket::{client_config, client_config_tls};
     let sockets = if tls {
-        ws_handshakes(tls_streams, &url, &token, client_config_tls()).await.map(sessions_of)
+        ws_handshakes(tls_streams, &url, &token, client_config_tls())
+            .await
+            .map(sessions_of)
     } else {
-        ws_handshakes(tcps, &url, &token, client_config()).await.map(sessions_of)
+        ws_handshakes(tcps, &url, &token, client_config())
+            .await
+            .map(sessions_of)
     };
     let sockets = match sockets {
         Ok(s) => s,
@@ -634,8 +632,7 @@ async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
 
 /// A websocket waiting for its yamux session, started later so that the
 /// session's cost is measured apart from the handshake's.
-type SessionMaker =
-    Box<dyn FnOnce(coder_agentsdk::mux::yamux::SessionConfig) -> coder_agentsdk::mux::yamux::Session>;
+type SessionMaker = Box<dyn FnOnce(coder_agentsdk::mux::yamux::SessionConfig) -> coder_agentsdk::mux::yamux::Session>;
 
 fn sessions_of<S>(sockets: Vec<tokio_tungstenite::WebSocketStream<S>>) -> Vec<SessionMaker>
 where
@@ -666,7 +663,7 @@ where
         let mut request = url.as_str().into_client_request().map_err(|e| e.to_string())?;
         let value = token.expose().parse().map_err(|_| "token header".to_owned())?;
         request.headers_mut().insert("Coder-Session-Token", value);
-        match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        match coder_agentsdk::mux::websocket::client_handshake(request, stream, config).await {
             Ok((ws, _)) => sockets.push(ws),
             Err(e) => return Err(format!("handshake: {e}")),
         }
@@ -1270,7 +1267,9 @@ async fn main() {
         println!("{}", soak(duration, restart_every).await);
         return;
     }
-    let test_tls = args.tls.then(|| make_test_tls().expect("make a test CA and certificate"));
+    let test_tls = args
+        .tls
+        .then(|| make_test_tls().expect("make a test CA and certificate"));
     let (embedded, url, token) = match (&args.url, &args.token) {
         (Some(url), Some(token)) => (None, url.clone(), token.clone()),
         _ => {
