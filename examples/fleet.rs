@@ -192,7 +192,9 @@ fn make_test_tls() -> Result<TestTls, String> {
     let ca_key = KeyPair::generate().map_err(e)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "fleet example CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fleet example CA");
     let ca = ca_params.self_signed(&ca_key).map_err(e)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().map_err(e)?;
