@@ -419,6 +419,11 @@ where
 /// A stream that hands its reader no byte past the first `\r\n\r\n` (the
 /// end of an HTTP response head) until [`into_parts`](Self::into_parts),
 /// which gives back the stream and the bytes read past the head.
+///
+/// Only for a `101` response: after any other status it gets out of the
+/// way (the bytes read with the head go along with it, then the stream
+/// itself), so that a refused upgrade still reports the body that came
+/// with its head.
 #[derive(Debug)]
 pub struct ResponseHeadLimit<S> {
     inner: S,
@@ -426,7 +431,14 @@ pub struct ResponseHeadLimit<S> {
     pending: BytesMut,
     /// How much of `\r\n\r\n` the bytes handed out so far end with.
     matched: usize,
+    /// The first bytes of the status line (`HTTP/1.1 101`).
+    status_line: Vec<u8>,
+    /// Not a `101`: reads pass through.
+    passthrough: bool,
 }
+
+/// `HTTP/1.1 101`: the status code is at bytes 9..12 of the status line.
+const STATUS_LINE_PREFIX: usize = 12;
 
 /// The end of an HTTP message head.
 const HEAD_END: &[u8; 4] = b"\r\n\r\n";
@@ -441,7 +453,14 @@ impl<S> ResponseHeadLimit<S> {
             inner,
             pending: BytesMut::new(),
             matched: 0,
+            status_line: Vec::with_capacity(STATUS_LINE_PREFIX),
+            passthrough: false,
         }
+    }
+
+    /// Whether the head handed out so far is a `101 Switching Protocols`.
+    fn is_switching(&self) -> bool {
+        self.status_line.get(9..STATUS_LINE_PREFIX) == Some(b"101".as_slice())
     }
 
     /// The stream and the bytes read from it but not handed out (those
@@ -454,6 +473,14 @@ impl<S> ResponseHeadLimit<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for ResponseHeadLimit<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.passthrough {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         if this.matched == HEAD_END.len() || buf.remaining() == 0 {
             // The head has been handed out: nothing more until into_parts.
             return Poll::Ready(Ok(()));
@@ -479,7 +506,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ResponseHeadLimit<S> {
             };
             n += 1;
         }
-        buf.put_slice(&this.pending.split_to(n));
+        let head = this.pending.split_to(n);
+        let want = STATUS_LINE_PREFIX
+            .saturating_sub(this.status_line.len())
+            .min(head.len());
+        this.status_line.extend_from_slice(&head[..want]);
+        buf.put_slice(&head);
+        if this.matched == HEAD_END.len() && !this.is_switching() {
+            // A refusal: what came with the head goes along with it, as it
+            // would without this wrapper.
+            this.passthrough = true;
+            let m = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(m));
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -547,6 +586,39 @@ mod tests {
             .expect("a message")
             .expect("no error");
         assert_eq!(msg, Message::Binary(Bytes::from_static(b"hello")));
+        drop(server.await);
+    }
+
+    /// A refused upgrade keeps the body that came with its head, as
+    /// tokio-tungstenite reports it without the wrapper.
+    #[tokio::test]
+    async fn client_handshake_reports_a_refusal_with_its_body() {
+        let (client_io, mut server_io) = tokio::io::duplex(64 << 10);
+        let server = tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(server_io.read_u8().await.expect("request byte"));
+            }
+            let body = r#"{"message":"Workspace agent not authorized."}"#;
+            let out = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            server_io.write_all(out.as_bytes()).await.expect("write response");
+            server_io
+        });
+        let request = "ws://example.test/rpc".into_client_request().expect("request");
+        match client_handshake(request, client_io, client_config()).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body = response.body().as_deref().unwrap_or_default();
+                assert!(
+                    String::from_utf8_lossy(body).contains("Workspace agent not authorized"),
+                    "body: {body:?}"
+                );
+            }
+            other => panic!("expected the refusal, got {:?}", other.map(|(_, r)| r.status())),
+        }
         drop(server.await);
     }
 
