@@ -13,8 +13,10 @@ use std::io;
 use std::sync::{Arc, Once, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, ServerName};
+#[cfg(feature = "server")]
+use rustls::{pki_types::PrivateKeyDer, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 
 /// The one ALPN protocol we offer and accept: HTTP/1.1. The websocket
@@ -150,6 +152,7 @@ pub(crate) fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'st
 }
 
 /// The first private key in `pem` (PKCS#8, PKCS#1 or SEC1).
+#[cfg(feature = "server")]
 pub(crate) fn private_key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("reading a PEM private key: {e}"))
 }
@@ -203,6 +206,7 @@ pub(crate) fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) ->
 
 /// A server config that presents `cert_chain` (leaf first) with `key`,
 /// HTTP/1.1 only.
+#[cfg(feature = "server")]
 pub(crate) fn server_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

@@ -215,8 +215,9 @@ impl ServerBuilder {
 
     /// Serves HTTPS (and `wss://` for the RPC endpoint) with `cert_chain`
     /// (the server's certificate first, then any intermediates) and its
-    /// private `key`, HTTP/1.1 only. The TLS handshake counts against
-    /// [`handshake_timeout`](Self::handshake_timeout). [`EmbeddedServer::url`]
+    /// private `key`, HTTP/1.1 only. The TLS handshake must finish within
+    /// [`handshake_timeout`](Self::handshake_timeout) too (then the request
+    /// headers get their own such deadline). [`EmbeddedServer::url`]
     /// then says `https://` with the listening IP address, so the
     /// certificate must name that IP (or reach the server by a name it
     /// carries). A chain and key that do not fit together make
