@@ -4,6 +4,8 @@
 //! cargo run --release --example bench                       # every case, embedded server
 //! cargo run --release --example bench -- --url URL --token T
 //! cargo run --release --example bench -- --case get_manifest -c 32 -n 50000
+//! cargo run --release --example bench -- --tls --case rss_per_connection -n 1000   # over wss://
+//! cargo run --release --example bench -- --url https://coder.internal --token T --ca-file ca.pem
 //! ```
 //!
 //! Prints one JSON line per case. RPC cases (`get_manifest`, `update_stats`,
@@ -26,7 +28,14 @@
 //! connections built again layer by layer (TCP socket, websocket handshake,
 //! yamux session, drpc connection and first call), with the RSS each layer
 //! adds per connection (the crate forbids unsafe code, so no counting
-//! allocator: RSS deltas over many connections instead).
+//! allocator: RSS deltas over many connections instead); over `wss://` a
+//! `tls_handshake` line stands between the TCP socket and the websocket.
+//!
+//! `--tls`: the embedded server serves HTTPS/wss:// with a certificate from a
+//! CA made in this process, which the client trusts (through
+//! `ClientBuilder::add_root_certificates_pem`); the floor's echo server then
+//! speaks TLS too, so `ratio_to_floor` compares like with like. `--ca-file
+//! FILE`: with `--url https://...`, trust the PEM certificates in FILE too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -40,12 +49,14 @@ use coder_agentsdk::Client;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 const USAGE: &str =
-    "usage: bench [--url URL --token TOKEN] [--case NAME] [-c CONCURRENCY] [-n CALLS] [--payload BYTES] [--no-floor]
+    "usage: bench [--url URL --token TOKEN [--ca-file PEM]] [--tls] [--case NAME] [-c CONCURRENCY] [-n CALLS]
+             [--payload BYTES] [--no-floor]
 cases: get_manifest update_stats batch_create_logs ws_echo rss_per_connection rss_after_calls rss_cancel_streams
        server_rss_after_calls (embedded server only; -n total calls, default 2,000,000)
 memory cases: [--first N] calls/streams before the first RSS reading (default 100000)
@@ -64,6 +75,8 @@ struct Args {
     first: Option<usize>,
     duration: Option<Duration>,
     restart_every: Option<Duration>,
+    tls: bool,
+    ca_file: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
             "-n" | "--calls" => args.calls = Some(number(&value()?)?),
             "--payload" => args.payload = Some(number(&value()?)?),
             "--no-floor" => args.no_floor = true,
+            "--tls" => args.tls = true,
+            "--ca-file" => args.ca_file = Some(value()?),
             "--first" => args.first = Some(number(&value()?)?),
             "--duration" => args.duration = Some(duration(&value()?)?),
             "--restart-every" => args.restart_every = Some(duration(&value()?)?),
@@ -88,6 +103,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.url.is_some() != args.token.is_some() {
         return Err("--url and --token go together".to_owned());
+    }
+    if args.tls && args.url.is_some() {
+        return Err("--tls is for the embedded server; with --url give an https:// URL (and --ca-file)".to_owned());
     }
     Ok(args)
 }
@@ -184,28 +202,21 @@ where
 
 /// A websocket server that answers each binary message with a message of the
 /// size named by its first 4 bytes (big endian).
-async fn start_echo_server() -> std::net::SocketAddr {
+/// With `tls`, the echo server speaks TLS (wss://) with that config.
+async fn start_echo_server(tls: Option<tokio_rustls::TlsAcceptor>) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo server");
     let addr = listener.local_addr().expect("echo addr");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                let mut reply = bytes::Bytes::new();
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Binary(data) = msg else { continue };
-                    let want = data
-                        .get(..4)
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                        .unwrap_or(0);
-                    if reply.len() != want {
-                        reply = bytes::Bytes::from(vec![7u8; want]);
-                    }
-                    if ws.send(Message::Binary(reply.clone())).await.is_err() {
-                        return;
+                match tls {
+                    None => echo_session(tcp).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            echo_session(stream).await
+                        }
                     }
                 }
             });
@@ -214,20 +225,60 @@ async fn start_echo_server() -> std::net::SocketAddr {
     addr
 }
 
+async fn echo_session<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let mut reply = bytes::Bytes::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Binary(data) = msg else { continue };
+        let want = data
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        if reply.len() != want {
+            reply = bytes::Bytes::from(vec![7u8; want]);
+        }
+        if ws.send(Message::Binary(reply.clone())).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `calls` round trips of `req_bytes` → `resp_bytes` on one websocket with
 /// `concurrency` messages in flight (the echo preserves order).
-async fn ws_round_trips(
-    addr: std::net::SocketAddr,
+async fn ws_round_trips(target: &Target, concurrency: usize, calls: usize, req_bytes: usize, resp_bytes: usize) -> Run {
+    let addr = target.echo;
+    let tcp = TcpStream::connect(addr).await.expect("connect echo");
+    tcp.set_nodelay(true).expect("nodelay");
+    match &target.echo_tls {
+        None => {
+            let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
+                .await
+                .expect("echo handshake");
+            ws_round_trips_on(ws, concurrency, calls, req_bytes, resp_bytes).await
+        }
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .expect("echo tls handshake");
+            let (ws, _) = tokio_tungstenite::client_async(format!("wss://{addr}/"), stream)
+                .await
+                .expect("echo handshake");
+            ws_round_trips_on(ws, concurrency, calls, req_bytes, resp_bytes).await
+        }
+    }
+}
+
+async fn ws_round_trips_on<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
     concurrency: usize,
     calls: usize,
     req_bytes: usize,
     resp_bytes: usize,
 ) -> Run {
-    let tcp = TcpStream::connect(addr).await.expect("connect echo");
-    tcp.set_nodelay(true).expect("nodelay");
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
-        .await
-        .expect("echo handshake");
     let (mut sink, mut stream) = ws.split();
     let mut payload = vec![0u8; req_bytes.max(4)];
     payload[..4].copy_from_slice(&(resp_bytes as u32).to_be_bytes());
@@ -283,6 +334,10 @@ struct Target {
     client: Client,
     embedded: Option<EmbeddedServer>,
     echo: std::net::SocketAddr,
+    /// The client config of the floor's TLS echo server (`--tls`).
+    echo_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The PEM certificates the client trusts besides the system's.
+    ca_pem: Option<Vec<u8>>,
     /// Skip the websocket floor (e.g. to count syscalls of the RPC alone).
     no_floor: bool,
 }
@@ -385,7 +440,7 @@ async fn rpc_case(target: &Target, case: &str, concurrency: usize, calls: usize)
         "resp_bytes": resp_bytes,
     });
     if !target.no_floor {
-        let mut floor = ws_round_trips(target.echo, concurrency, calls, req_bytes, resp_bytes).await;
+        let mut floor = ws_round_trips(target, concurrency, calls, req_bytes, resp_bytes).await;
         line["floor_calls_per_s"] = json!(round(floor.per_s()));
         line["floor_p50_us"] = json!(round(floor.percentile_us(0.50)));
         line["floor_p99_us"] = json!(round(floor.percentile_us(0.99)));
@@ -400,7 +455,7 @@ async fn rpc_case(target: &Target, case: &str, concurrency: usize, calls: usize)
 }
 
 async fn echo_case(target: &Target, concurrency: usize, calls: usize, payload: usize) -> Value {
-    let mut run = ws_round_trips(target.echo, concurrency, calls, payload, payload).await;
+    let mut run = ws_round_trips(target, concurrency, calls, payload, payload).await;
     json!({
         "case": "ws_echo",
         "concurrency": concurrency,
@@ -464,18 +519,21 @@ async fn rss_per_connection(target: &Target, connections: usize) -> Value {
     })
 }
 
-/// Builds `n` connections again, layer by layer, and reports the live heap
-/// bytes per connection each layer adds, and the RSS they cost in all.
+/// Builds `n` connections again, layer by layer, and reports the RSS per
+/// connection each layer adds (TCP socket, TLS handshake for https://,
+/// websocket handshake, yamux session, drpc connection and first call).
+/// The TLS layer is what the client's dial does: tokio-rustls with the
+/// client's own (shared) rustls config.
 async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
-    use coder_agentsdk::mux::websocket::{client_config, WsByteStream};
     use coder_agentsdk::mux::yamux::{Session, SessionConfig};
     use coder_agentsdk::rpc::{rpc_url, Connection, CURRENT_VERSION};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let base = target.client.base_url().clone();
-    if base.scheme() != "http" {
-        return (json!({"skipped": "only for http:// servers"}), Vec::new());
-    }
+    let tls = match base.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return (json!({"skipped": "only for http:// and https:// servers"}), Vec::new()),
+    };
     let Ok(url) = rpc_url(&base, CURRENT_VERSION, None) else {
         return (json!({"skipped": "bad url"}), Vec::new());
     };
@@ -501,22 +559,43 @@ async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
         }
     }
     let h1 = live();
-    let mut sockets = Vec::with_capacity(n);
-    for tcp in tcps {
-        let mut request = url.as_str().into_client_request().expect("request");
-        request
-            .headers_mut()
-            .insert("Coder-Session-Token", token.expose().parse().expect("token header"));
-        match tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config())).await {
-            Ok((ws, _)) => sockets.push(ws),
-            Err(e) => return (json!({"skipped": format!("handshake: {e}")}), Vec::new()),
+    let mut tls_streams = Vec::new();
+    if tls {
+        let name = match base.host() {
+            Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_owned()).ok(),
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip).into()),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip).into()),
+            None => None,
+        };
+        let Some(name) = name else {
+            return (json!({"skipped": "no TLS server name"}), Vec::new());
+        };
+        let connector = tokio_rustls::TlsConnector::from(target.client.tls_config().clone());
+        tls_streams.reserve(n);
+        for tcp in std::mem::take(&mut tcps) {
+            match connector.connect(name.clone(), tcp).await {
+                Ok(s) => tls_streams.push(s),
+                Err(e) => return (json!({"skipped": format!("tls handshake: {e}")}), Vec::new()),
+            }
         }
     }
+    let h_tls = live();
+    use coder_agentsdk::mux::websocket::{client_config, client_config_tls};
+    let sockets = if tls {
+        ws_handshakes(tls_streams, &url, &token, client_config_tls())
+            .await
+            .map(sessions_of)
+    } else {
+        ws_handshakes(tcps, &url, &token, client_config())
+            .await
+            .map(sessions_of)
+    };
+    let sockets = match sockets {
+        Ok(s) => s,
+        Err(e) => return (json!({"skipped": e}), Vec::new()),
+    };
     let h2 = live();
-    let sessions: Vec<Session> = sockets
-        .into_iter()
-        .map(|ws| Session::client(WsByteStream::new(ws), SessionConfig::default()))
-        .collect();
+    let sessions: Vec<Session> = sockets.into_iter().map(|make| make(SessionConfig::default())).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let h3 = live();
     let mut agents = Vec::with_capacity(n);
@@ -529,19 +608,67 @@ async fn memory_breakdown(target: &Target, n: usize) -> (Value, Vec<Agent28>) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let h4 = live();
+    let mut layers = json!({"tcp_socket": per(h0, h1)});
+    if tls {
+        layers["tls_handshake"] = json!(per(h1, h_tls));
+    }
+    layers["websocket_handshake"] = json!(per(h_tls, h2));
+    layers["yamux_session"] = json!(per(h2, h3));
+    layers["drpc_connection_first_call"] = json!(per(h3, h4));
+    layers["total"] = json!(per(h0, h4));
     let value = json!({
         "connections": n,
+        "scheme": url.scheme(),
         "errors": errors,
-        "rss_bytes_per_connection": {
-            "tcp_socket": per(h0, h1),
-            "websocket_handshake": per(h1, h2),
-            "yamux_session": per(h2, h3),
-            "drpc_connection_first_call": per(h3, h4),
-            "total": per(h0, h4),
+        "rss_bytes_per_connection": layers,
+        "websocket_read_buffer_bytes": if tls {
+            coder_agentsdk::mux::websocket::TLS_READ_BUFFER_SIZE
+        } else {
+            coder_agentsdk::mux::websocket::READ_BUFFER_SIZE
         },
-        "websocket_read_buffer_bytes": coder_agentsdk::mux::websocket::READ_BUFFER_SIZE,
     });
     (value, agents)
+}
+
+/// A websocket waiting for its yamux session, started later so that the
+/// session's cost is measured apart from the handshake's.
+type SessionMaker = Box<dyn FnOnce(coder_agentsdk::mux::yamux::SessionConfig) -> coder_agentsdk::mux::yamux::Session>;
+
+fn sessions_of<S>(sockets: Vec<tokio_tungstenite::WebSocketStream<S>>) -> Vec<SessionMaker>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use coder_agentsdk::mux::websocket::WsByteStream;
+    use coder_agentsdk::mux::yamux::Session;
+    sockets
+        .into_iter()
+        .map(|ws| Box::new(move |config| Session::client(WsByteStream::new(ws), config)) as SessionMaker)
+        .collect()
+}
+
+/// The websocket upgrade of the RPC endpoint on each stream, with `config`
+/// (the crate's client websocket settings, as the dial uses them).
+async fn ws_handshakes<S>(
+    streams: Vec<S>,
+    url: &url::Url,
+    token: &coder_agentsdk::auth::SessionToken,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> Result<Vec<tokio_tungstenite::WebSocketStream<S>>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut sockets = Vec::with_capacity(streams.len());
+    for stream in streams {
+        let mut request = url.as_str().into_client_request().map_err(|e| e.to_string())?;
+        let value = token.expose().parse().map_err(|_| "token header".to_owned())?;
+        request.headers_mut().insert("Coder-Session-Token", value);
+        match coder_agentsdk::mux::websocket::client_handshake(request, stream, config).await {
+            Ok((ws, _)) => sockets.push(ws),
+            Err(e) => return Err(format!("handshake: {e}")),
+        }
+    }
+    Ok(sockets)
 }
 
 /// Runs `calls` calls of `call` with `concurrency` in flight, keeping no
@@ -627,11 +754,21 @@ async fn server_rss_after_calls(target: &Target, first: usize, total: usize) -> 
         return json!({"case": "server_rss_after_calls", "error": "needs the embedded server (run without --url)"});
     };
     let (url, token) = (server.url().to_string(), server.token().to_owned());
+    // Over TLS the child trusts the same CA, from a file.
+    let ca_file = target.ca_pem.as_ref().map(|pem| {
+        let path = std::env::temp_dir().join(format!("bench-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, pem).expect("write the CA file");
+        path.display().to_string()
+    });
     let child = |calls: usize| {
-        let (url, token) = (url.clone(), token.clone());
+        let (url, token, ca_file) = (url.clone(), token.clone(), ca_file.clone());
         async move {
             let exe = std::env::current_exe().expect("own executable");
-            let out = tokio::process::Command::new(exe)
+            let mut command = tokio::process::Command::new(exe);
+            if let Some(file) = &ca_file {
+                command.args(["--ca-file", file]);
+            }
+            let out = command
                 .args(["--url", &url, "--token", &token, "--case", "update_stats", "-c", "32"])
                 .args(["-n", &calls.to_string(), "--no-floor"])
                 .output()
@@ -652,6 +789,9 @@ async fn server_rss_after_calls(target: &Target, first: usize, total: usize) -> 
     let b = child(total.saturating_sub(first)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_total = rss_kib();
+    if let Some(file) = &ca_file {
+        let _ = std::fs::remove_file(file);
+    }
     json!({
         "case": "server_rss_after_calls",
         "rpc": "UpdateStats",
@@ -1047,6 +1187,32 @@ async fn soak(duration: Duration, restart_every: Duration) -> Value {
 
 // ---------------------------------------------------------------------------
 
+/// The embedded server's certificate (`--tls`), for 127.0.0.1 and
+/// localhost, signed by a CA made here, which the client trusts.
+struct TestTls {
+    ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+fn make_test_tls() -> Result<TestTls, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "bench CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(TestTls {
+        ca_pem: ca.pem(),
+        cert: cert.der().clone(),
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    })
+}
+
 /// The default plan: (case, concurrency, calls). Memory first, so that what
 /// the embedded server records (stats, logs) does not blur it.
 const PLAN: &[(&str, usize, usize)] = &[
@@ -1101,25 +1267,57 @@ async fn main() {
         println!("{}", soak(duration, restart_every).await);
         return;
     }
+    let test_tls = args
+        .tls
+        .then(|| make_test_tls().expect("make a test CA and certificate"));
     let (embedded, url, token) = match (&args.url, &args.token) {
         (Some(url), Some(token)) => (None, url.clone(), token.clone()),
         _ => {
-            let server = EmbeddedServer::start().await.expect("start embedded server");
+            let mut builder = EmbeddedServer::builder();
+            if let Some(tls) = &test_tls {
+                builder = builder.tls(vec![tls.cert.clone()], tls.key.clone_key());
+            }
+            let server = builder.start().await.expect("start embedded server");
             let (url, token) = (server.url().to_string(), server.token().to_owned());
             (Some(server), url, token)
         }
     };
-    let client = match Client::builder(&url).token(token).build() {
+    let ca_pem = match (&args.ca_file, &test_tls) {
+        (Some(file), _) => Some(std::fs::read(file).unwrap_or_else(|e| {
+            eprintln!("--ca-file {file}: {e}");
+            std::process::exit(2);
+        })),
+        (None, Some(tls)) => Some(tls.ca_pem.clone().into_bytes()),
+        (None, None) => None,
+    };
+    let mut builder = Client::builder(&url).token(token);
+    if let Some(pem) = &ca_pem {
+        builder = builder.add_root_certificates_pem(pem).unwrap_or_else(|e| {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        });
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bench: {e}");
             std::process::exit(1);
         }
     };
+    // The floor's echo server presents the same certificate.
+    let echo_acceptor = test_tls.as_ref().map(|tls| {
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![tls.cert.clone()], tls.key.clone_key())
+            .expect("echo server TLS config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
     let target = Target {
+        echo_tls: test_tls.as_ref().map(|_| client.tls_config().clone()),
+        ca_pem,
         client,
         embedded,
-        echo: start_echo_server().await,
+        echo: start_echo_server(echo_acceptor).await,
         no_floor: args.no_floor,
     };
     if let Err(e) = target.client.connect_rpc28().await {

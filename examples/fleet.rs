@@ -5,7 +5,9 @@
 //! cargo run --release --example fleet -- --agents 1000 --duration 30s
 //! cargo run --release --example fleet -- --agents 10000 --server-process   # server in its own process
 //! cargo run --release --example fleet -- --agents 1000 --restart-every 20s --duration 60s
+//! cargo run --release --example fleet -- --agents 1000 --server-process --tls   # over wss://
 //! CODER_AGENT_URL=https://coder.example.com cargo run --release --example fleet -- --tokens tokens.txt
+//! CODER_AGENT_URL=https://coder.internal cargo run --release --example fleet -- --tokens t.txt --ca-file ca.pem
 //! ```
 //!
 //! Modes:
@@ -24,7 +26,11 @@
 //! 10s), `--restart-every D` (not with a real deployment) stops and restarts
 //! the server every D while holding, `--dials N` dials in flight at most
 //! (default 64), `--logs LINES_PER_S` with `--log-bytes N` (default 100),
-//! `--metadata D`, `--app-health D`.
+//! `--metadata D`, `--app-health D`, `--tls` (embedded or `--server-process`
+//! server: it serves HTTPS and wss:// with a certificate from a CA made in
+//! this process, which the fleet trusts), `--ca-file FILE` (a real
+//! deployment: trust the PEM certificates in FILE besides the system's).
+//! The fleet shares one rustls config across all agents.
 //!
 //! Prints a progress line (rewritten in place on a terminal, one line a
 //! second otherwise) on stderr and, at the end, one JSON summary on stdout:
@@ -47,6 +53,7 @@ use serde_json::json;
 
 const USAGE: &str = "usage: fleet [--agents N] [--duration D] [--tokens FILE] [--server-process] [--restart-every D]
              [--dials N] [--logs LINES_PER_S] [--log-bytes N] [--metadata D] [--app-health D]
+             [--tls] [--ca-file FILE]
   with CODER_AGENT_URL set, --tokens FILE is required and agents dial that deployment";
 
 #[derive(Debug, Default)]
@@ -61,6 +68,8 @@ struct Options {
     log_bytes: Option<usize>,
     metadata: Option<Duration>,
     app_health: Option<Duration>,
+    tls: bool,
+    ca_file: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -84,6 +93,10 @@ fn parse_args() -> Result<Options, String> {
             o.server_process = true;
             continue;
         }
+        if flag == "--tls" {
+            o.tls = true;
+            continue;
+        }
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_owned());
         }
@@ -99,6 +112,7 @@ fn parse_args() -> Result<Options, String> {
             "--log-bytes" => o.log_bytes = Some(number(&value)?),
             "--metadata" => o.metadata = Some(parse_duration(&value)?),
             "--app-health" => o.app_health = Some(parse_duration(&value)?),
+            "--ca-file" => o.ca_file = Some(value),
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -156,6 +170,52 @@ fn raise_nofile() -> (u64, u64) {
 }
 
 // ---------------------------------------------------------------------------
+// TLS for the local server (`--tls`): a CA made here, which the fleet trusts.
+// ---------------------------------------------------------------------------
+
+/// The local server's certificate (for 127.0.0.1 and localhost), signed by
+/// a CA made in this process; the PEM files are for `--server-process`.
+struct TestTls {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    cert_file: String,
+    key_file: String,
+}
+
+/// Set once by `--tls`; the server starts (and restarts) read it.
+static TEST_TLS: std::sync::OnceLock<TestTls> = std::sync::OnceLock::new();
+
+fn make_test_tls() -> Result<TestTls, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let e = |e: rcgen::Error| format!("certificate: {e}");
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fleet example CA");
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().map_err(e)?;
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(e)?;
+    let cert = params.signed_by(&key, &issuer).map_err(e)?;
+    let dir = std::env::temp_dir();
+    let cert_file = dir.join(format!("fleet-cert-{}.pem", std::process::id()));
+    let key_file = dir.join(format!("fleet-key-{}.pem", std::process::id()));
+    let tls = TestTls {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_file: cert_file.display().to_string(),
+        key_file: key_file.display().to_string(),
+    };
+    std::fs::write(&cert_file, &tls.cert_pem).map_err(|e| format!("write {}: {e}", cert_file.display()))?;
+    std::fs::write(&key_file, &tls.key_pem).map_err(|e| format!("write {}: {e}", key_file.display()))?;
+    Ok(tls)
+}
+
+// ---------------------------------------------------------------------------
 // The server: embedded, in a child process, or none (real deployment).
 // ---------------------------------------------------------------------------
 
@@ -177,6 +237,9 @@ impl Server {
             if let Some(addr) = addr {
                 b = b.listen(addr);
             }
+            if let Some(tls) = TEST_TLS.get() {
+                b = b.tls_pem(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes());
+            }
             match b.start().await {
                 Ok(s) => return Ok(s),
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -194,7 +257,11 @@ impl Server {
         // As in `start_embedded`: a connection per agent, plus reconnect room.
         let agents = std::fs::read_to_string(tokens_file).map_or(0, |t| t.lines().count());
         let max_connections = (agents + 1024).to_string();
-        let mut child = Command::new(&server)
+        let mut command = Command::new(&server);
+        if let Some(tls) = TEST_TLS.get() {
+            command.args(["--tls-cert", &tls.cert_file, "--tls-key", &tls.key_file]);
+        }
+        let mut child = command
             .args([
                 "--listen",
                 listen,
@@ -407,6 +474,21 @@ async fn main() -> ExitCode {
         }
     };
     let (soft, hard) = raise_nofile();
+    if o.tls {
+        if o.ca_file.is_some() || std::env::var("CODER_AGENT_URL").is_ok_and(|u| !u.is_empty()) {
+            eprintln!("--tls is for the local server; with a real deployment use --ca-file\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        match make_test_tls() {
+            Ok(tls) => {
+                let _ = TEST_TLS.set(tls);
+            }
+            Err(e) => {
+                eprintln!("fleet: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
 
     // Tokens and server.
     let remote_url = std::env::var("CODER_AGENT_URL").ok().filter(|u| !u.is_empty());
@@ -456,7 +538,7 @@ async fn main() -> ExitCode {
                     Ok((child, addr)) => (
                         tokens,
                         Server::Process(Some(child), path, addr),
-                        format!("http://{addr}/"),
+                        format!("{}://{addr}/", if o.tls { "https" } else { "http" }),
                     ),
                     Err(e) => {
                         eprintln!("fleet: {e}");
@@ -510,7 +592,20 @@ async fn main() -> ExitCode {
     let rss_before = rss_kib_of("self");
     let server_rss_before = server.pid().map(|p| rss_kib_of(&p));
     let started = Instant::now();
-    let fleet = match Fleet::builder(&url)
+    let mut builder = Fleet::builder(&url);
+    if let Some(tls) = TEST_TLS.get() {
+        builder = builder.add_root_certificates_pem(tls.ca_pem.as_bytes());
+    }
+    if let Some(file) = &o.ca_file {
+        match std::fs::read(file) {
+            Ok(pem) => builder = builder.add_root_certificates_pem(&pem),
+            Err(e) => {
+                eprintln!("--ca-file {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let fleet = match builder
         .tokens(tokens)
         .profile(profile)
         .max_dials_in_flight(o.dials.unwrap_or(coder_agentsdk::fleet::DEFAULT_MAX_DIALS_IN_FLIGHT))
@@ -599,6 +694,10 @@ async fn main() -> ExitCode {
     }
     let shut = fleet.shutdown(Duration::from_secs(30)).await;
     server.stop();
+    if let Some(tls) = TEST_TLS.get() {
+        let _ = std::fs::remove_file(&tls.cert_file);
+        let _ = std::fs::remove_file(&tls.key_file);
+    }
 
     let per_agent =
         |before: u64, after: u64| ((after.saturating_sub(before)) as f64 / agents.max(1) as f64 * 10.0).round() / 10.0;
@@ -613,6 +712,7 @@ async fn main() -> ExitCode {
         "rss_kib": rss_up,
         "rss_per_agent_kib": per_agent(rss_before, rss_up),
         "rss_includes_server": matches!(server, Server::Embedded(..)),
+        "scheme": url.split(':').next().unwrap_or_default(),
         "cpu_s_idle_per_1000_agents": per_1000(cpu_idle),
         "cpu_idle_note": "CPU seconds per wall-clock second while holding (until the first restart), per 1,000 agents",
         "idle_window_s": (held * 10.0).round() / 10.0,

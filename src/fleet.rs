@@ -199,6 +199,18 @@ enum TokenSource {
 
 type ClientSettings = Arc<dyn Fn(usize, ClientBuilder) -> ClientBuilder + Send + Sync>;
 
+/// The rustls config a client built with `settings` uses, made once for the
+/// whole fleet: the client builder knows how to combine the system's roots
+/// with extra ones and to narrow ALPN to HTTP/1.1, so a throwaway client
+/// yields the config every agent then shares.
+fn shared_tls_config(
+    base_url: &str,
+    settings: impl FnOnce(ClientBuilder) -> Result<ClientBuilder, Error>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let client = settings(Client::builder(base_url).token("fleet-tls-config"))?.build()?;
+    Ok(client.tls_config().clone())
+}
+
 /// Configures and starts a [`Fleet`].
 pub struct FleetBuilder {
     base_url: String,
@@ -210,6 +222,7 @@ pub struct FleetBuilder {
     backoff: (Duration, Duration),
     dial_timeout: Duration,
     call_timeout: Duration,
+    tls: Option<Result<Arc<rustls::ClientConfig>, Error>>,
 }
 
 impl std::fmt::Debug for FleetBuilder {
@@ -273,6 +286,23 @@ impl FleetBuilder {
         self
     }
 
+    /// Every agent's TLS connections (RPC websocket and REST) use `config`:
+    /// ONE rustls config shared by the whole fleet (its session cache
+    /// included), not one per agent. See [`ClientBuilder::tls_config`].
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(shared_tls_config(&self.base_url, |b| Ok(b.tls_config(config))));
+        self
+    }
+
+    /// Trusts the certificates in `pem` (e.g. a private CA's) besides the
+    /// system's roots, with one rustls config built here and shared by every
+    /// agent. See [`ClientBuilder::add_root_certificates_pem`]; bad PEM makes
+    /// [`start`](Self::start) fail.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
+        self.tls = Some(shared_tls_config(&self.base_url, |b| b.add_root_certificates_pem(pem)));
+        self
+    }
+
     /// What each agent does (default [`Profile::default`]).
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
@@ -322,9 +352,13 @@ impl FleetBuilder {
         if count == 0 {
             return Err(Error::Config("a fleet needs at least one agent token".to_owned()));
         }
-        let http = crate::client::http_client_builder()
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let tls = self.tls.transpose()?;
+        let mut http = crate::client::http_client_builder();
+        if let Some(config) = &tls {
+            // REST calls (log sources, ...) trust what the websocket trusts.
+            http = http.tls_backend_preconfigured((**config).clone());
+        }
+        let http = http.build().map_err(|e| Error::Config(e.to_string()))?;
         let mut clients = Vec::with_capacity(count);
         for i in 0..count {
             let token = match &self.tokens {
@@ -335,6 +369,9 @@ impl FleetBuilder {
                 return Err(Error::Config(format!("agent {i}: empty token")));
             }
             let mut builder = Client::builder(&self.base_url).token(token).http_client(http.clone());
+            if let Some(config) = &tls {
+                builder = builder.tls_config(config.clone());
+            }
             if let Some(settings) = &self.client_settings {
                 builder = settings(i, builder);
             }
@@ -396,6 +433,7 @@ impl Fleet {
             backoff: (DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX),
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            tls: None,
         }
     }
 

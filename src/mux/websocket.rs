@@ -61,6 +61,16 @@ pub const MAX_WRITE_MESSAGE: usize = 64 << 10;
 /// buffer grows to the frame's length, reads stay 4 KiB each).
 pub const READ_BUFFER_SIZE: usize = 4 << 10;
 
+/// tungstenite's read buffer per connection over TLS: 1 KiB.
+///
+/// Under TLS the socket is read by rustls, into its own buffer (4 KiB while
+/// no record is pending); tungstenite then only copies decrypted bytes out
+/// of rustls, without a system call per read. A 4 KiB buffer of its own
+/// would be a second resident 4 KiB per idle connection for nothing; 1 KiB
+/// costs a few more memory copies for a large message, never more system
+/// calls (`bench --tls --case rss_per_connection` shows the difference).
+pub const TLS_READ_BUFFER_SIZE: usize = 1 << 10;
+
 /// tungstenite's write threshold: 0, every queued message goes to the socket
 /// at once. [`WsByteStream`] already coalesces the bytes written between two
 /// flushes into one message, so a second buffer in tungstenite would only
@@ -79,6 +89,18 @@ pub fn client_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE_SIZE))
         .read_buffer_size(READ_BUFFER_SIZE)
         .write_buffer_size(WRITE_BUFFER_SIZE)
+}
+
+/// [`client_config`] for a websocket over TLS (`wss://`): the read buffer is
+/// [`TLS_READ_BUFFER_SIZE`], since rustls already buffers the socket.
+pub fn client_config_tls() -> WebSocketConfig {
+    client_config().read_buffer_size(TLS_READ_BUFFER_SIZE)
+}
+
+/// [`server_config`] for a websocket over TLS: the read buffer is
+/// [`TLS_READ_BUFFER_SIZE`], as in [`client_config_tls`].
+pub fn server_config_tls() -> WebSocketConfig {
+    server_config().read_buffer_size(TLS_READ_BUFFER_SIZE)
 }
 
 /// Websocket settings for the coderd side (server) of the RPC connection.
@@ -353,5 +375,272 @@ where
             }
         }
         Pin::new(&mut this.ws).poll_close(cx).map_err(ws_to_io)
+    }
+}
+
+/// The client side of the websocket handshake on `stream`, after which the
+/// websocket's read buffer is exactly `config`'s `read_buffer_size`.
+///
+/// `tokio_tungstenite::client_async_with_config` hands the 4 KiB buffer it
+/// read the HTTP response with on to the websocket, whatever the config
+/// says, so each connection would keep 4 KiB there for its whole life
+/// (under TLS, where [`TLS_READ_BUFFER_SIZE`] is 1 KiB, that is 3 KiB per
+/// idle connection for nothing). Here the handshake reads through
+/// [`ResponseHeadLimit`], which hands tungstenite no byte past the end of
+/// the response head; the websocket is then rebuilt on the stream with the
+/// bytes read after the head, if any, and the configured buffer.
+pub async fn client_handshake<S>(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    config: WebSocketConfig,
+) -> Result<
+    (
+        WebSocketStream<S>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    WsError,
+>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, ResponseHeadLimit::new(stream), Some(config)).await?;
+    let (stream, after_head) = ws.into_inner().into_parts();
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        after_head,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        Some(config),
+    )
+    .await;
+    Ok((ws, response))
+}
+
+/// A stream that hands its reader no byte past the first `\r\n\r\n` (the
+/// end of an HTTP response head) until [`into_parts`](Self::into_parts),
+/// which gives back the stream and the bytes read past the head.
+///
+/// Only for a `101` response: after any other status it gets out of the
+/// way (the bytes read with the head go along with it, then the stream
+/// itself), so that a refused upgrade still reports the body that came
+/// with its head.
+#[derive(Debug)]
+pub struct ResponseHeadLimit<S> {
+    inner: S,
+    /// Bytes read from `inner`, not handed out yet.
+    pending: BytesMut,
+    /// How much of `\r\n\r\n` the bytes handed out so far end with.
+    matched: usize,
+    /// The first bytes of the status line (`HTTP/1.1 101`).
+    status_line: Vec<u8>,
+    /// Not a `101`: reads pass through.
+    passthrough: bool,
+}
+
+/// `HTTP/1.1 101`: the status code is at bytes 9..12 of the status line.
+const STATUS_LINE_PREFIX: usize = 12;
+
+/// The end of an HTTP message head.
+const HEAD_END: &[u8; 4] = b"\r\n\r\n";
+
+/// Bytes read from the stream at once while looking for the head's end.
+const HEAD_READ_CHUNK: usize = 512;
+
+impl<S> ResponseHeadLimit<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        ResponseHeadLimit {
+            inner,
+            pending: BytesMut::new(),
+            matched: 0,
+            status_line: Vec::with_capacity(STATUS_LINE_PREFIX),
+            passthrough: false,
+        }
+    }
+
+    /// Whether the head handed out so far is a `101 Switching Protocols`.
+    fn is_switching(&self) -> bool {
+        self.status_line.get(9..STATUS_LINE_PREFIX) == Some(b"101".as_slice())
+    }
+
+    /// The stream and the bytes read from it but not handed out (those
+    /// after the head).
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.inner, self.pending.to_vec())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ResponseHeadLimit<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.passthrough {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.matched == HEAD_END.len() || buf.remaining() == 0 {
+            // The head has been handed out: nothing more until into_parts.
+            return Poll::Ready(Ok(()));
+        }
+        if this.pending.is_empty() {
+            let mut chunk = [0u8; HEAD_READ_CHUNK];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.pending.extend_from_slice(read.filled());
+        }
+        let mut n = 0;
+        while n < this.pending.len() && n < buf.remaining() && this.matched < HEAD_END.len() {
+            let b = this.pending[n];
+            this.matched = if b == HEAD_END[this.matched] {
+                this.matched + 1
+            } else if b == HEAD_END[0] {
+                1
+            } else {
+                0
+            };
+            n += 1;
+        }
+        let head = this.pending.split_to(n);
+        let want = STATUS_LINE_PREFIX
+            .saturating_sub(this.status_line.len())
+            .min(head.len());
+        this.status_line.extend_from_slice(&head[..want]);
+        buf.put_slice(&head);
+        if this.matched == HEAD_END.len() && !this.is_switching() {
+            // A refusal: what came with the head goes along with it, as it
+            // would without this wrapper.
+            this.passthrough = true;
+            let m = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(m));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseHeadLimit<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    /// A peer that answers the upgrade and, in the same write, sends a
+    /// binary message: the bytes after the response head must reach the
+    /// websocket, not vanish with the handshake's buffer.
+    #[tokio::test]
+    async fn client_handshake_keeps_a_message_sent_with_the_response() {
+        let (client_io, mut server_io) = tokio::io::duplex(64 << 10);
+        let server = tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(server_io.read_u8().await.expect("request byte"));
+            }
+            let head = String::from_utf8(head).expect("utf-8 request");
+            let key = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Sec-WebSocket-Key: ")
+                        .or(l.strip_prefix("sec-websocket-key: "))
+                })
+                .expect("key header");
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .into_bytes();
+            // One unmasked binary frame, "hello" (server to client).
+            out.extend_from_slice(&[0x82, 5]);
+            out.extend_from_slice(b"hello");
+            server_io.write_all(&out).await.expect("write response");
+            server_io
+        });
+        let request = "ws://example.test/rpc".into_client_request().expect("request");
+        let (mut ws, response) = client_handshake(request, client_io, client_config_tls())
+            .await
+            .expect("handshake");
+        assert_eq!(response.status(), 101);
+        assert_eq!(ws.get_config().read_buffer_size, TLS_READ_BUFFER_SIZE);
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("a message")
+            .expect("no error");
+        assert_eq!(msg, Message::Binary(Bytes::from_static(b"hello")));
+        drop(server.await);
+    }
+
+    /// A refused upgrade keeps the body that came with its head, as
+    /// tokio-tungstenite reports it without the wrapper.
+    #[tokio::test]
+    async fn client_handshake_reports_a_refusal_with_its_body() {
+        let (client_io, mut server_io) = tokio::io::duplex(64 << 10);
+        let server = tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(server_io.read_u8().await.expect("request byte"));
+            }
+            let body = r#"{"message":"Workspace agent not authorized."}"#;
+            let out = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            server_io.write_all(out.as_bytes()).await.expect("write response");
+            server_io
+        });
+        let request = "ws://example.test/rpc".into_client_request().expect("request");
+        match client_handshake(request, client_io, client_config()).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body = response.body().as_deref().unwrap_or_default();
+                assert!(
+                    String::from_utf8_lossy(body).contains("Workspace agent not authorized"),
+                    "body: {body:?}"
+                );
+            }
+            other => panic!("expected the refusal, got {:?}", other.map(|(_, r)| r.status())),
+        }
+        drop(server.await);
+    }
+
+    /// The head's end is found across reads of any size, and a `\r` that
+    /// breaks a partial match still counts toward a new one.
+    #[tokio::test]
+    async fn response_head_limit_stops_exactly_after_the_head() {
+        let text: &[u8] = b"HTTP/1.1 101 OK\r\nA: b\r\r\n\r\nREST";
+        let (mut w, r) = tokio::io::duplex(1024);
+        w.write_all(text).await.expect("write");
+        let mut limited = ResponseHeadLimit::new(r);
+        let mut got = Vec::new();
+        let mut one = [0u8; 3];
+        loop {
+            let n = limited.read(&mut one).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&one[..n]);
+        }
+        assert_eq!(got, &text[..text.len() - 4]);
+        let (_, rest) = limited.into_parts();
+        assert_eq!(rest, b"REST");
     }
 }

@@ -179,9 +179,8 @@ async fn upgrade(
         _ => None,
     };
     let tcp = net::connect_tcp(net, url, timeout).await?;
-    let config = Some(websocket::client_config());
     let Some(tls_name) = tls_name else {
-        let (ws, _response) = tokio_tungstenite::client_async_with_config(request, tcp, config)
+        let (ws, _response) = websocket::client_handshake(request, tcp, websocket::client_config())
             .await
             .map_err(|e| upgrade_error(e, url))?;
         return Ok(Upgraded::Plain(ws));
@@ -192,7 +191,9 @@ async fn upgrade(
             Some(cause) => Error::tls(&host.to_string(), cause.clone()),
             None => Error::WebSocket(format!("tls handshake with {host}: {e}")),
         })?;
-    let (ws, _response) = tokio_tungstenite::client_async_with_config(request, stream, config)
+    // rustls buffers the socket: tungstenite's own read buffer stays small.
+    let config = websocket::client_config_tls();
+    let (ws, _response) = websocket::client_handshake(request, stream, config)
         .await
         .map_err(|e| upgrade_error(e, url))?;
     Ok(Upgraded::Tls(ws))

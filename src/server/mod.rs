@@ -301,6 +301,7 @@ impl ServerBuilder {
                 token: self.token,
                 keepalive: self.keepalive,
                 limits: self.limits,
+                tls: tls.is_some(),
                 max_version: Mutex::new(self.max_version),
                 upgrade_refusal: Mutex::new(None),
                 router: Router::new()
@@ -480,6 +481,9 @@ struct StateInner {
     agent_tokens: HashMap<String, Arc<api::AgentEntry>>,
     keepalive: Option<(Duration, Duration)>,
     limits: Limits,
+    /// Serving TLS: websockets then take the smaller read buffer
+    /// ([`crate::mux::websocket::server_config_tls`]).
+    tls: bool,
     /// TCP connections held right now.
     open_tcp: Arc<std::sync::atomic::AtomicUsize>,
     max_version: Mutex<ApiVersion>,
@@ -520,6 +524,16 @@ impl ServerState {
 
     pub(crate) fn keepalive(&self) -> Option<(Duration, Duration)> {
         self.inner.keepalive
+    }
+
+    /// The websocket settings of an upgraded RPC connection: over TLS the
+    /// read buffer is smaller, since rustls already buffers the socket.
+    pub(crate) fn websocket_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        if self.inner.tls {
+            crate::mux::websocket::server_config_tls()
+        } else {
+            crate::mux::websocket::server_config()
+        }
     }
 
     pub(crate) fn limits(&self) -> Limits {

@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{api_error, authenticate_agent, ServerState};
 use crate::drpc::{conn, ApiVersion};
 use crate::error::{Response as ErrorBody, ValidationError};
-use crate::mux::websocket::{self, WsByteStream};
+use crate::mux::websocket::WsByteStream;
 use crate::mux::yamux::{Session, SessionConfig};
 
 /// Query parameters of `GET /api/v2/workspaceagents/me/rpc`.
@@ -120,9 +120,8 @@ pub(crate) async fn handle(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket::server_config()))
-                .await;
+        let config = state.websocket_config();
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         serve_session(state, ws, version, role, agent).await;
     });
     Response::builder()
