@@ -4,10 +4,7 @@
 use coder_agentsdk::proto::{agent, tailnet};
 use prost::Message;
 
-const VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/vectors/drpc/protobuf_messages.json"
-);
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/drpc/protobuf_messages.json");
 
 /// Decodes `hex` as the named type and re-encodes it.
 fn reencode(proto_type: &str, bytes: &[u8]) -> Vec<u8> {

@@ -64,6 +64,9 @@ fn every_recorded_protocol_folder_is_in_the_repository() {
             found.keys().any(|p| p.extension().is_some_and(|e| e == "json")),
             "tests/vectors/{protocol} has no recorded vectors"
         );
-        assert!(found.contains_key(Path::new("README.md")), "tests/vectors/{protocol}/README.md is missing");
+        assert!(
+            found.contains_key(Path::new("README.md")),
+            "tests/vectors/{protocol}/README.md is missing"
+        );
     }
 }
