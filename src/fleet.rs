@@ -68,6 +68,7 @@ use crate::rpc::prelude::*;
 use crate::rpc::Negotiated;
 
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod shard;
 

@@ -432,9 +432,9 @@ fn parse_openmetrics(text: &str) -> Result<Vec<Family>, String> {
             && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     };
     let mut families: Vec<(Family, String)> = Vec::new();
-    let mut lines = text.lines().peekable();
+    let lines = text.lines();
     let mut eof = false;
-    while let Some(line) = lines.next() {
+    for line in lines {
         if eof {
             return Err(format!("text after # EOF: {line:?}"));
         }

@@ -287,7 +287,7 @@ const MAX_SCRAPES_IN_FLIGHT: usize = 8;
 ///
 /// A tiny HTTP/1.1 responder on Tokio's TCP (no HTTP framework: the
 /// client's default features carry none, and a scrape needs one request
-/// line). Each connection is bounded in time ([`SCRAPE_TIMEOUT`]) and head
+/// line). Each connection is bounded in time (10 s) and head
 /// size (8 KiB); at most 8 are answered at once.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES_IN_FLIGHT));
