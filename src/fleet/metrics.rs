@@ -283,7 +283,7 @@ const MAX_SCRAPES_IN_FLIGHT: usize = 8;
 /// Answers `GET /metrics` (and `GET /`) on `listener` with the registry in
 /// the OpenMetrics text format, one response per connection, until the
 /// future is dropped. Anything else gets 404 (an unknown path) or 405 (a
-/// method other than GET or HEAD).
+/// method other than GET).
 ///
 /// A tiny HTTP/1.1 responder on Tokio's TCP (no HTTP framework: the
 /// client's default features carry none, and a scrape needs one request
@@ -331,12 +331,11 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET" | "HEAD", "/metrics" | "/") => {
+        ("GET", "/metrics" | "/") => {
             let body = encode(registry);
-            let body = if method == "HEAD" { &b""[..] } else { body.as_bytes() };
-            respond(&mut stream, "200 OK", OPENMETRICS_CONTENT_TYPE, body).await
+            respond(&mut stream, "200 OK", OPENMETRICS_CONTENT_TYPE, body.as_bytes()).await
         }
-        ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
+        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
         _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"").await,
     }
 }

@@ -47,7 +47,11 @@ impl Shard {
     /// Shard `$JOB_COMPLETION_INDEX` of `count` (a Kubernetes Indexed Job
     /// pod); `Ok(None)` when the variable is not set.
     pub fn from_env(count: usize) -> Result<Option<Self>, Error> {
-        match std::env::var(JOB_COMPLETION_INDEX) {
+        Self::from_index_var(std::env::var(JOB_COMPLETION_INDEX), count)
+    }
+
+    fn from_index_var(var: Result<String, std::env::VarError>, count: usize) -> Result<Option<Self>, Error> {
+        match var {
             Ok(v) => {
                 let index = v
                     .trim()
@@ -167,6 +171,20 @@ mod tests {
             assert!(matches!(bad.parse::<Shard>(), Err(Error::Config(_))), "{bad:?}");
         }
         assert_eq!(Shard::whole().to_string(), "0/1");
+    }
+
+    #[test]
+    fn job_completion_index_names_the_shard_and_a_bad_one_is_an_error() {
+        use std::env::VarError;
+        let s = Shard::from_index_var(Ok("4".into()), 10).unwrap();
+        assert_eq!(s, Some(Shard::new(4, 10).unwrap()));
+        assert_eq!(Shard::from_index_var(Err(VarError::NotPresent), 10).unwrap(), None);
+        for bad in ["10", "x", "-1", ""] {
+            assert!(
+                matches!(Shard::from_index_var(Ok(bad.into()), 10), Err(Error::Config(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
