@@ -213,7 +213,9 @@ type ClientSettings = Arc<dyn Fn(usize, ClientBuilder) -> ClientBuilder + Send +
 
 /// Configures and starts a [`Fleet`].
 pub struct FleetBuilder {
-    base_urls: Vec<String>,
+    base_url: String,
+    /// Set by [`FleetBuilder::base_urls`]: agents spread over these instead.
+    spread_urls: Vec<String>,
     shard: Option<Shard>,
     tokens: TokenSource,
     limit: Option<usize>,
@@ -229,7 +231,8 @@ impl std::fmt::Debug for FleetBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Tokens are secrets: only their number is shown.
         f.debug_struct("FleetBuilder")
-            .field("base_urls", &self.base_urls)
+            .field("base_url", &self.base_url)
+            .field("base_urls", &self.spread_urls)
             .field("shard", &self.shard)
             .field("tokens", &self.token_count())
             .field("profile", &self.profile)
@@ -297,10 +300,7 @@ impl FleetBuilder {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
-        if !urls.is_empty() {
-            self.base_urls = urls;
-        }
+        self.spread_urls = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -385,7 +385,10 @@ impl FleetBuilder {
             if token.is_empty() {
                 return Err(Error::Config(format!("agent {i}: empty token")));
             }
-            let url = &self.base_urls[shard::spread(i, self.base_urls.len()).unwrap_or(0)];
+            let url = match shard::spread(i, self.spread_urls.len()) {
+                Some(j) => &self.spread_urls[j],
+                None => &self.base_url,
+            };
             let mut builder = Client::builder(url).token(token).http_client(http.clone());
             if let Some(settings) = &self.client_settings {
                 builder = settings(i, builder);
@@ -447,7 +450,8 @@ impl Fleet {
     /// A builder for agents of the deployment at `base_url`.
     pub fn builder(base_url: impl Into<String>) -> FleetBuilder {
         FleetBuilder {
-            base_urls: vec![base_url.into()],
+            base_url: base_url.into(),
+            spread_urls: Vec::new(),
             shard: None,
             tokens: TokenSource::List(Vec::new()),
             limit: None,
