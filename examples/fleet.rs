@@ -568,7 +568,8 @@ async fn serve_metrics(fleet: &Fleet, shard: Option<Shard>, addr: SocketAddr) ->
         }
         None => metrics::register_process(&mut registry),
     }
-    eprintln!("fleet: metrics on http://{}/metrics", listener.local_addr()?);
+    let label = shard.map(|s| format!("shard {s}  ")).unwrap_or_default();
+    eprintln!("fleet: {label}metrics on http://{}/metrics", listener.local_addr()?);
     let task = tokio::spawn(metrics::serve(listener, std::sync::Arc::new(registry)));
     Ok(AbortOnDrop(task))
 }
@@ -694,10 +695,10 @@ async fn main() -> ExitCode {
     let need = agents as u64 * if matches!(server, Server::Embedded(..)) { 2 } else { 1 } + 64;
     if soft < need {
         eprintln!(
-            "fleet: the open-file limit is {soft} (hard {hard}), too low for {agents} agents (about {need} needed); raise the hard limit (ulimit -Hn)"
+            "fleet: {label}the open-file limit is {soft} (hard {hard}), too low for {agents} agents (about {need} needed); raise the hard limit (ulimit -Hn)"
         );
     } else {
-        eprintln!("fleet: open-file limit raised to {soft}");
+        eprintln!("fleet: {label}open-file limit raised to {soft}");
     }
     let server_addr = match &server {
         Server::Embedded(Some(s), _) => Some(s.addr()),
@@ -733,7 +734,7 @@ async fn main() -> ExitCode {
     let fleet = match builder.start() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("fleet: {e}");
+            eprintln!("fleet: {label}{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -742,7 +743,7 @@ async fn main() -> ExitCode {
         Some(addr) => match serve_metrics(&fleet, shard, addr).await {
             Ok(task) => Some(task),
             Err(e) => {
-                eprintln!("fleet: --metrics-listen {addr}: {e}");
+                eprintln!("fleet: {label}--metrics-listen {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         },
