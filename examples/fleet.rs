@@ -31,7 +31,8 @@
 //! and in the summary (`shard`). `--metrics-listen ADDR` serves Prometheus /
 //! OpenMetrics metrics at `http://ADDR/metrics` while the fleet runs
 //! (`coder_agentsdk::fleet::metrics`). SIGTERM or Ctrl-C ends the hold early
-//! (the summary is still printed). `fleet merge FILE...` merges the shards'
+//! (the summary is still printed). `--keepalive-timeout D` waits D (Go's
+//! default 10 s) for a keepalive pong before dropping a connection. `fleet merge FILE...` merges the shards'
 //! summaries; `fleet tokens --shard I/N FILE` prints a share of a token list.
 //!
 //! Options: `--agents N` (default 100, or the number of tokens),
@@ -64,7 +65,7 @@ use serde_json::json;
 
 const USAGE: &str = "usage: fleet [--agents N] [--duration D] [--tokens FILE] [--server-process] [--restart-every D]
              [--dials N] [--logs LINES_PER_S] [--log-bytes N] [--metadata D] [--app-health D]
-             [--urls URL,...] [--shard I/N | --shards N] [--metrics-listen ADDR]
+             [--urls URL,...] [--shard I/N | --shards N] [--metrics-listen ADDR] [--keepalive-timeout D]
        fleet merge SUMMARY.json...
        fleet tokens --shard I/N FILE
   with CODER_AGENT_URL (or --urls) set, --tokens FILE is required and agents dial that deployment";
@@ -88,6 +89,7 @@ struct Options {
     shard: Option<Shard>,
     shards: Option<usize>,
     metrics_listen: Option<SocketAddr>,
+    keepalive_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -143,6 +145,7 @@ fn parse_args() -> Result<Options, String> {
             "--log-bytes" => o.log_bytes = Some(number(&value)?),
             "--metadata" => o.metadata = Some(parse_duration(&value)?),
             "--app-health" => o.app_health = Some(parse_duration(&value)?),
+            "--keepalive-timeout" => o.keepalive_timeout = Some(parse_duration(&value)?),
             "--urls" => {
                 o.urls = value
                     .split(',')
@@ -730,6 +733,13 @@ async fn main() -> ExitCode {
         .max_dials_in_flight(o.dials.unwrap_or(coder_agentsdk::fleet::DEFAULT_MAX_DIALS_IN_FLIGHT));
     if let Some(s) = shard {
         builder = builder.shard(s);
+    }
+    if let Some(timeout) = o.keepalive_timeout {
+        // Pings stay at Go's 30 s; only the wait for a pong is longer (a
+        // CPU-starved load generator otherwise drops live connections).
+        let options = coder_agentsdk::rpc::RpcOptions::default()
+            .keepalive(coder_agentsdk::mux::keepalive::DEFAULT_KEEPALIVE_INTERVAL, timeout);
+        builder = builder.client_settings(move |_, b| b.rpc_options(options.clone()));
     }
     let fleet = match builder.start() {
         Ok(f) => f,

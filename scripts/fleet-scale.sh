@@ -21,7 +21,10 @@ SHARDS="${SHARDS:-10}"
 PER_SHARD="${PER_SHARD:-10000}"
 SERVERS="${SERVERS:-7}"
 IDLE_S="${IDLE_S:-60}"
-DIALS="${DIALS:-64}"
+DIALS="${DIALS:-16}"
+# Go's keepalive gives a pong 10 s; a load generator sharing 2 busy cores can
+# miss that and drop live connections (see README), so allow longer here.
+KEEPALIVE_TIMEOUT="${KEEPALIVE_TIMEOUT:-60s}"
 DEADLINE_S="${DEADLINE_S:-900}"
 BIN="${BIN:-target/release/examples}"
 TOTAL=$((SHARDS * PER_SHARD))
@@ -77,7 +80,7 @@ SERVER_RSS_BEFORE=$(rss_kib "${SERVER_PIDS[@]}")
 # Shards.
 T0=$(now)
 for i in $(seq 0 $((SHARDS - 1))); do
-  "$BIN/fleet" --tokens "$OUT/tokens.txt" --urls "$URLS" --shard "$i/$SHARDS" --dials "$DIALS" \
+  "$BIN/fleet" --tokens "$OUT/tokens.txt" --urls "$URLS" --shard "$i/$SHARDS" --dials "$DIALS" --keepalive-timeout "$KEEPALIVE_TIMEOUT" \
     --metrics-listen 127.0.0.1:0 --duration 120m > "$OUT/shard-$i.json" 2> "$OUT/shard-$i.err" &
   SHARD_PIDS[i]=$!
 done
