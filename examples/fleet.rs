@@ -760,11 +760,21 @@ async fn main() -> ExitCode {
         None => None,
     };
     let mut progress = Progress::new(label.clone());
+    // SIGTERM or Ctrl-C, from now on, ends the run with a summary (a pod
+    // may be stopped while its agents are still coming up).
+    let stop = terminated();
+    tokio::pin!(stop);
+    let mut stopped = false;
     // Up: every agent ready or failed (bounded: 10 minutes at most).
-    let settled = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
-        c.ready + c.failed == c.agents
-    })
-    .await;
+    let settled = tokio::select! {
+        settled = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
+            c.ready + c.failed == c.agents
+        }) => settled,
+        _ = &mut stop => {
+            stopped = true;
+            false
+        }
+    };
     let connect_wall = started.elapsed();
     let up_peak_dials_per_s = progress.peak_dials_per_s;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -780,9 +790,6 @@ async fn main() -> ExitCode {
     // Idle CPU is measured until the first restart (or the end of the hold).
     let mut idle_window: Option<(f64, Option<f64>, f64)> = None;
     let mut next_restart = o.restart_every.map(|d| hold_start + d);
-    let stop = terminated();
-    tokio::pin!(stop);
-    let mut stopped = false;
     while hold_start.elapsed() < duration && !stopped {
         if let (Some(at), Some(addr)) = (next_restart, server_addr) {
             if Instant::now() >= at {
