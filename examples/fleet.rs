@@ -739,7 +739,7 @@ async fn main() -> ExitCode {
         // CPU-starved load generator otherwise drops live connections).
         let options = coder_agentsdk::rpc::RpcOptions::default()
             .keepalive(coder_agentsdk::mux::keepalive::DEFAULT_KEEPALIVE_INTERVAL, timeout);
-        builder = builder.client_settings(move |_, b| b.rpc_options(options.clone()));
+        builder = builder.client_settings(move |_, b| b.rpc_options(options));
     }
     let fleet = match builder.start() {
         Ok(f) => f,
