@@ -8,6 +8,9 @@
 //! cargo run --release --example fleet -- --agents 1000 --server-process --tls   # over wss://
 //! CODER_AGENT_URL=https://coder.example.com cargo run --release --example fleet -- --tokens tokens.txt
 //! CODER_AGENT_URL=https://coder.internal cargo run --release --example fleet -- --tokens t.txt --ca-file ca.pem
+//! fleet --tokens tokens.txt --urls http://a:3000,http://b:3000 --shard 2/10 --metrics-listen 0.0.0.0:9100
+//! fleet merge shard-*.json                   # one summary from the shards' summaries
+//! fleet tokens --shard 1/7 tokens.txt        # a share of a token list (what server 1 of 7 serves)
 //! ```
 //!
 //! Modes:
@@ -19,7 +22,20 @@
 //!   and CPU are reported as `server_*`;
 //! * `CODER_AGENT_URL` + `--tokens FILE`: a real deployment, one agent token
 //!   per line (`--agents` defaults to the number of tokens; a smaller N uses
-//!   the first N).
+//!   the first N). `--urls URL,URL,...` instead of `CODER_AGENT_URL`: the
+//!   agent of the token at position g dials URL g mod len (so server j
+//!   serves `fleet tokens --shard j/len`'s tokens).
+//!
+//! Shards (several fleet processes, one token list): `--shard I/N` runs the
+//! tokens at positions g with g mod N = I (`coder_agentsdk::fleet::Shard`);
+//! without it, `--shards N` takes I from `JOB_COMPLETION_INDEX` (a
+//! Kubernetes Indexed Job's pod). The shard is in every log line and metric
+//! and in the summary (`shard`). `--metrics-listen ADDR` serves Prometheus /
+//! OpenMetrics metrics at `http://ADDR/metrics` while the fleet runs
+//! (`coder_agentsdk::fleet::metrics`). SIGTERM or Ctrl-C ends the hold early
+//! (the summary is still printed). `--keepalive-timeout D` waits D (Go's
+//! default 10 s) for a keepalive pong before dropping a connection. `fleet merge FILE...` merges the shards'
+//! summaries; `fleet tokens --shard I/N FILE` prints a share of a token list.
 //!
 //! Options: `--agents N` (default 100, or the number of tokens),
 //! `--duration D` how long to hold once every agent is up or failed (default
@@ -47,14 +63,22 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use coder_agentsdk::fleet::{Fleet, FleetCounters, Profile};
+use coder_agentsdk::fleet::metrics::prometheus_client::registry::Registry;
+use coder_agentsdk::fleet::shard::JOB_COMPLETION_INDEX;
+use coder_agentsdk::fleet::{metrics, Fleet, FleetCounters, Profile, Shard};
 use coder_agentsdk::server::EmbeddedServer;
 use serde_json::json;
 
 const USAGE: &str = "usage: fleet [--agents N] [--duration D] [--tokens FILE] [--server-process] [--restart-every D]
              [--dials N] [--logs LINES_PER_S] [--log-bytes N] [--metadata D] [--app-health D]
              [--tls] [--ca-file FILE]
-  with CODER_AGENT_URL set, --tokens FILE is required and agents dial that deployment";
+             [--urls URL,...] [--shard I/N | --shards N] [--metrics-listen ADDR] [--keepalive-timeout D]
+       fleet merge SUMMARY.json...
+       fleet tokens --shard I/N FILE
+  with CODER_AGENT_URL (or --urls) set, --tokens FILE is required and agents dial that deployment";
+
+#[path = "support/fleet_merge.rs"]
+mod merge;
 
 #[derive(Debug, Default)]
 struct Options {
@@ -70,6 +94,28 @@ struct Options {
     app_health: Option<Duration>,
     tls: bool,
     ca_file: Option<String>,
+    urls: Vec<String>,
+    shard: Option<Shard>,
+    shards: Option<usize>,
+    metrics_listen: Option<SocketAddr>,
+    keepalive_timeout: Option<Duration>,
+}
+
+impl Options {
+    /// `--shard I/N`, else `--shards N` with `JOB_COMPLETION_INDEX`.
+    fn resolve_shard(&self) -> Result<Option<Shard>, String> {
+        match (self.shard, self.shards) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, Some(n)) => match Shard::from_env(n) {
+                Ok(Some(s)) => Ok(Some(s)),
+                Ok(None) => Err(format!(
+                    "--shards {n} needs the shard index in {JOB_COMPLETION_INDEX} (or use --shard I/{n})"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -113,6 +159,20 @@ fn parse_args() -> Result<Options, String> {
             "--metadata" => o.metadata = Some(parse_duration(&value)?),
             "--app-health" => o.app_health = Some(parse_duration(&value)?),
             "--ca-file" => o.ca_file = Some(value),
+            "--keepalive-timeout" => o.keepalive_timeout = Some(parse_duration(&value)?),
+            "--urls" => {
+                o.urls = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--shard" => o.shard = Some(value.parse().map_err(|e| format!("--shard: {e}"))?),
+            "--shards" => o.shards = Some(number(&value)?),
+            "--metrics-listen" => {
+                o.metrics_listen = Some(value.parse().map_err(|e| format!("--metrics-listen {value}: {e}"))?)
+            }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -360,6 +420,8 @@ impl Drop for Server {
 // ---------------------------------------------------------------------------
 
 struct Progress {
+    /// `shard I/N  ` for a sharded fleet, else empty.
+    label: String,
     tty: bool,
     start: Instant,
     last_line: Instant,
@@ -371,9 +433,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(label: String) -> Self {
         let now = Instant::now();
         Progress {
+            label,
             tty: std::io::stderr().is_terminal(),
             start: now,
             last_line: now,
@@ -416,7 +479,8 @@ impl Progress {
         self.last_at = now;
         self.last_line = now;
         let line = format!(
-            "{:7.1}s  agents {}  connected {}  ready {}  reconnecting {}  failed {}  calls/s {:.0}  rss {} MiB",
+            "{}{:7.1}s  agents {}  connected {}  ready {}  reconnecting {}  failed {}  calls/s {:.0}  rss {} MiB",
+            self.label,
             now.duration_since(self.start).as_secs_f64(),
             c.agents,
             c.connected,
@@ -464,8 +528,139 @@ async fn watch(
     }
 }
 
+/// `fleet merge SUMMARY.json...`: prints one summary merged from the shards'.
+fn run_merge(files: &[String]) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut summaries = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("merge: {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // A summary file may hold other lines (a redirected progress log):
+        // take its last JSON object line.
+        let Some(summary) = text.lines().rev().find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l.trim())
+                .ok()
+                .filter(|v| v.is_object())
+        }) else {
+            eprintln!("merge: {file}: no JSON summary line");
+            return ExitCode::FAILURE;
+        };
+        summaries.push(summary);
+    }
+    match merge::merge(&summaries) {
+        Ok(merged) => {
+            println!("{merged}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("merge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fleet tokens --shard I/N FILE`: prints the share of a token list.
+fn run_tokens(args: &[String]) -> ExitCode {
+    let [flag, shard, file] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let shard: Shard = match (flag.as_str(), shard.parse()) {
+        ("--shard", Ok(s)) => s,
+        (_, Err(e)) => {
+            eprintln!("tokens: {e}");
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match read_tokens(file) {
+        Ok(tokens) => {
+            let mut out = std::io::stdout().lock();
+            for t in shard.select(&tokens) {
+                let _ = writeln!(out, "{t}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokens: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One token per line; blank lines and `#` comments skipped (as
+/// `FleetBuilder::tokens_file` and the `server` example read them).
+fn read_tokens(file: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Waits for SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves the fleet's and this process's metrics on `addr` (labelled with
+/// the shard, if any); the task ends when the returned guard is dropped.
+async fn serve_metrics(fleet: &Fleet, shard: Option<Shard>, addr: SocketAddr) -> std::io::Result<AbortOnDrop> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let mut registry = Registry::default();
+    fleet.register_metrics(&mut registry);
+    match shard {
+        Some(s) => {
+            metrics::register_process(registry.sub_registry_with_label(("shard".into(), s.index().to_string().into())))
+        }
+        None => metrics::register_process(&mut registry),
+    }
+    let label = shard.map(|s| format!("shard {s}  ")).unwrap_or_default();
+    eprintln!("fleet: {label}metrics on http://{}/metrics", listener.local_addr()?);
+    let task = tokio::spawn(metrics::serve(listener, std::sync::Arc::new(registry)));
+    Ok(AbortOnDrop(task))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("merge") => return run_merge(&args[1..]),
+        Some("tokens") => return run_tokens(&args[1..]),
+        _ => {}
+    }
     let o = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -473,9 +668,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let shard = match o.resolve_shard() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Log lines (the library's warnings: refused agents, ...) carry the
+    // agent span: `fleet_agent{shard=I agent=G}`.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let (soft, hard) = raise_nofile();
     if o.tls {
-        if o.ca_file.is_some() || std::env::var("CODER_AGENT_URL").is_ok_and(|u| !u.is_empty()) {
+        if o.ca_file.is_some() || !o.urls.is_empty() || std::env::var("CODER_AGENT_URL").is_ok_and(|u| !u.is_empty()) {
             eprintln!("--tls is for the local server; with a real deployment use --ca-file\n{USAGE}");
             return ExitCode::from(2);
         }
@@ -491,30 +699,37 @@ async fn main() -> ExitCode {
     }
 
     // Tokens and server.
-    let remote_url = std::env::var("CODER_AGENT_URL").ok().filter(|u| !u.is_empty());
-    let (tokens, mut server, url) = match &remote_url {
-        Some(url) => {
+    let remote_urls = if o.urls.is_empty() {
+        std::env::var("CODER_AGENT_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| vec![u])
+    } else {
+        Some(o.urls.clone())
+    };
+    if shard.is_some() && remote_urls.is_none() {
+        eprintln!("--shard and --shards split a token list: they need --tokens FILE with --urls or CODER_AGENT_URL");
+        return ExitCode::from(2);
+    }
+    let (tokens, mut server, url) = match &remote_urls {
+        Some(urls) => {
             let Some(file) = &o.tokens else {
-                eprintln!("CODER_AGENT_URL is set: --tokens FILE is required\n{USAGE}");
+                eprintln!("CODER_AGENT_URL or --urls is set: --tokens FILE is required\n{USAGE}");
                 return ExitCode::from(2);
             };
             if o.restart_every.is_some() || o.server_process {
-                eprintln!("--restart-every and --server-process need the embedded server (no CODER_AGENT_URL)");
+                eprintln!(
+                    "--restart-every and --server-process need the embedded server (no CODER_AGENT_URL or --urls)"
+                );
                 return ExitCode::from(2);
             }
-            let text = match std::fs::read_to_string(file) {
+            let mut tokens = match read_tokens(file) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("--tokens {file}: {e}");
+                    eprintln!("--tokens {e}");
                     return ExitCode::from(2);
                 }
             };
-            let mut tokens: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned)
-                .collect();
             if let Some(n) = o.agents {
                 if n > tokens.len() {
                     eprintln!("--agents {n}: the file has only {} tokens", tokens.len());
@@ -522,7 +737,7 @@ async fn main() -> ExitCode {
                 }
                 tokens.truncate(n);
             }
-            (tokens, Server::Remote, url.clone())
+            (tokens, Server::Remote, urls[0].clone())
         }
         None => {
             let n = o.agents.unwrap_or(100);
@@ -559,15 +774,16 @@ async fn main() -> ExitCode {
             }
         }
     };
-    let agents = tokens.len();
+    let agents = shard.map_or(tokens.len(), |s| s.len_of(tokens.len()));
+    let label = shard.map(|s| format!("shard {s}  ")).unwrap_or_default();
     // Each agent holds one socket (two in embedded mode: the server's end too).
     let need = agents as u64 * if matches!(server, Server::Embedded(..)) { 2 } else { 1 } + 64;
     if soft < need {
         eprintln!(
-            "fleet: the open-file limit is {soft} (hard {hard}), too low for {agents} agents (about {need} needed); raise the hard limit (ulimit -Hn)"
+            "fleet: {label}the open-file limit is {soft} (hard {hard}), too low for {agents} agents (about {need} needed); raise the hard limit (ulimit -Hn)"
         );
     } else {
-        eprintln!("fleet: open-file limit raised to {soft}");
+        eprintln!("fleet: {label}open-file limit raised to {soft}");
     }
     let server_addr = match &server {
         Server::Embedded(Some(s), _) => Some(s.addr()),
@@ -605,24 +821,55 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let fleet = match builder
+    let mut builder = builder
         .tokens(tokens)
+        .base_urls(remote_urls.unwrap_or_default())
         .profile(profile)
-        .max_dials_in_flight(o.dials.unwrap_or(coder_agentsdk::fleet::DEFAULT_MAX_DIALS_IN_FLIGHT))
-        .start()
-    {
+        .max_dials_in_flight(o.dials.unwrap_or(coder_agentsdk::fleet::DEFAULT_MAX_DIALS_IN_FLIGHT));
+    if let Some(s) = shard {
+        builder = builder.shard(s);
+    }
+    if let Some(timeout) = o.keepalive_timeout {
+        // Pings stay at Go's 30 s; only the wait for a pong is longer (a
+        // CPU-starved load generator otherwise drops live connections).
+        let options = coder_agentsdk::rpc::RpcOptions::default()
+            .keepalive(coder_agentsdk::mux::keepalive::DEFAULT_KEEPALIVE_INTERVAL, timeout);
+        builder = builder.client_settings(move |_, b| b.rpc_options(options));
+    }
+    let fleet = match builder.start() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("fleet: {e}");
+            eprintln!("fleet: {label}{e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut progress = Progress::new();
+    // Metrics: served until the end of main (the task is aborted on drop).
+    let _metrics = match o.metrics_listen {
+        Some(addr) => match serve_metrics(&fleet, shard, addr).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                eprintln!("fleet: {label}--metrics-listen {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let mut progress = Progress::new(label.clone());
+    // SIGTERM or Ctrl-C, from now on, ends the run with a summary (a pod
+    // may be stopped while its agents are still coming up).
+    let stop = terminated();
+    tokio::pin!(stop);
+    let mut stopped = false;
     // Up: every agent ready or failed (bounded: 10 minutes at most).
-    let settled = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
-        c.ready + c.failed == c.agents
-    })
-    .await;
+    let settled = tokio::select! {
+        settled = watch(&fleet, &mut progress, Duration::from_secs(600), |c| {
+            c.ready + c.failed == c.agents
+        }) => settled,
+        _ = &mut stop => {
+            stopped = true;
+            false
+        }
+    };
     let connect_wall = started.elapsed();
     let up_peak_dials_per_s = progress.peak_dials_per_s;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -638,7 +885,7 @@ async fn main() -> ExitCode {
     // Idle CPU is measured until the first restart (or the end of the hold).
     let mut idle_window: Option<(f64, Option<f64>, f64)> = None;
     let mut next_restart = o.restart_every.map(|d| hold_start + d);
-    while hold_start.elapsed() < duration {
+    while hold_start.elapsed() < duration && !stopped {
         if let (Some(at), Some(addr)) = (next_restart, server_addr) {
             if Instant::now() >= at {
                 if idle_window.is_none() {
@@ -676,7 +923,10 @@ async fn main() -> ExitCode {
         }
         let c = fleet.counters();
         progress.sample(&c, rss_kib_of("self"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = &mut stop => stopped = true,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
     let (cpu_end, server_cpu_end, held) = idle_window.unwrap_or_else(|| {
         (
@@ -690,7 +940,7 @@ async fn main() -> ExitCode {
     progress.finish();
     let c = fleet.counters();
     for f in fleet.failures().iter().take(10) {
-        eprintln!("agent {} failed: {}", f.index, f.error);
+        eprintln!("{label}agent {} failed: {}", f.index, f.error);
     }
     let shut = fleet.shutdown(Duration::from_secs(30)).await;
     server.stop();
@@ -723,6 +973,9 @@ async fn main() -> ExitCode {
         "bytes_received": c.bytes_received,
         "shutdown_clean": shut,
     });
+    if let Some(s) = shard {
+        summary["shard"] = json!(s.to_string());
+    }
     if !restarts.is_empty() {
         summary["restarts"] = json!(restarts);
     }

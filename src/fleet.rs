@@ -12,7 +12,12 @@
 //! fails that agent alone, with the server's error, and the rest run on.
 //!
 //! Live [`FleetCounters`] can be read at any time; each agent runs in its
-//! own `tracing` span (`fleet_agent`, field `agent` = its index). Dropping
+//! own `tracing` span (`fleet_agent`, field `agent` = its token's position,
+//! and `shard` when the fleet is one [`Shard`] of several). Several
+//! processes can split one token list ([`FleetBuilder::shard`]) and spread
+//! agents over several servers ([`FleetBuilder::base_urls`]); with the
+//! feature `metrics`, [`Fleet::register_metrics`] exposes the counters,
+//! call and dial latencies to Prometheus ([`metrics`]). Dropping
 //! the [`Fleet`] ends every agent and closes every connection;
 //! [`Fleet::shutdown`] does the same and waits until the connections are
 //! closed.
@@ -61,6 +66,13 @@ use crate::error::Error;
 use crate::proto::agent;
 use crate::rpc::prelude::*;
 use crate::rpc::Negotiated;
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+pub mod shard;
+
+pub use shard::Shard;
 
 /// A lifecycle state an agent reports (`coder.agent.v2.Lifecycle.State`).
 pub type LifecycleState = agent::lifecycle::State;
@@ -214,6 +226,9 @@ fn shared_tls_config(
 /// Configures and starts a [`Fleet`].
 pub struct FleetBuilder {
     base_url: String,
+    /// Set by [`FleetBuilder::base_urls`]: agents spread over these instead.
+    spread_urls: Vec<String>,
+    shard: Option<Shard>,
     tokens: TokenSource,
     limit: Option<usize>,
     client_settings: Option<ClientSettings>,
@@ -230,6 +245,8 @@ impl std::fmt::Debug for FleetBuilder {
         // Tokens are secrets: only their number is shown.
         f.debug_struct("FleetBuilder")
             .field("base_url", &self.base_url)
+            .field("base_urls", &self.spread_urls)
+            .field("shard", &self.shard)
             .field("tokens", &self.token_count())
             .field("profile", &self.profile)
             .field("max_dials_in_flight", &self.max_dials_in_flight)
@@ -270,9 +287,33 @@ impl FleetBuilder {
         self
     }
 
-    /// Runs only the first `n` agents of the token source.
+    /// Runs only the first `n` agents of the token source (with a
+    /// [`shard`](Self::shard), its share of those first `n`).
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
+        self
+    }
+
+    /// Runs only this shard's share of the tokens: those at positions `g`
+    /// (in the whole list, after [`limit`](Self::limit)) with
+    /// `g % count == index` (see [`shard`](mod@shard) for why modulo). Agent
+    /// indices (spans, [`AgentFailure::index`]) stay positions in the whole
+    /// list, and a shard's metrics carry the label `shard`.
+    pub fn shard(mut self, shard: Shard) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Spreads the agents over several deployments (or replicas): the agent
+    /// of the token at position `g` dials `urls[g % urls.len()]`, so server
+    /// `j` sees exactly the tokens of shard `j` of `urls.len()`. Replaces
+    /// the URL given to [`Fleet::builder`]; an empty list keeps it.
+    pub fn base_urls<I, T>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.spread_urls = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -336,12 +377,19 @@ impl FleetBuilder {
         self
     }
 
-    fn token_count(&self) -> usize {
+    /// Tokens in the whole source (after the limit), all shards together.
+    fn total_tokens(&self) -> usize {
         let n = match &self.tokens {
             TokenSource::List(v) => v.len(),
             TokenSource::Generated(n, _) => *n,
         };
         self.limit.map_or(n, |l| l.min(n))
+    }
+
+    /// Agents this fleet runs (its shard's share).
+    fn token_count(&self) -> usize {
+        let total = self.total_tokens();
+        self.shard.map_or(total, |s| s.len_of(total))
     }
 
     /// Builds every agent's client and starts the agents (inside a Tokio
@@ -359,8 +407,11 @@ impl FleetBuilder {
             http = http.tls_backend_preconfigured((**config).clone());
         }
         let http = http.build().map_err(|e| Error::Config(e.to_string()))?;
+        let shard = self.shard.unwrap_or_else(Shard::whole);
         let mut clients = Vec::with_capacity(count);
-        for i in 0..count {
+        for local in 0..count {
+            // Agents are known by their token's position in the whole list.
+            let i = shard.position(local);
             let token = match &self.tokens {
                 TokenSource::List(v) => v[i].clone(),
                 TokenSource::Generated(_, f) => f(i),
@@ -368,20 +419,30 @@ impl FleetBuilder {
             if token.is_empty() {
                 return Err(Error::Config(format!("agent {i}: empty token")));
             }
-            let mut builder = Client::builder(&self.base_url).token(token).http_client(http.clone());
+            let url = match shard::spread(i, self.spread_urls.len()) {
+                Some(j) => &self.spread_urls[j],
+                None => &self.base_url,
+            };
+            let mut builder = Client::builder(url).token(token).http_client(http.clone());
             if let Some(config) = &tls {
                 builder = builder.tls_config(config.clone());
             }
             if let Some(settings) = &self.client_settings {
                 builder = settings(i, builder);
             }
-            clients.push(builder.build().map_err(|e| match e {
-                Error::Config(m) => Error::Config(format!("agent {i}: {m}")),
-                other => other,
-            })?);
+            clients.push((
+                i,
+                builder.build().map_err(|e| match e {
+                    Error::Config(m) => Error::Config(format!("agent {i}: {m}")),
+                    other => other,
+                })?,
+            ));
         }
         let shared = Arc::new(Shared {
             agents: count,
+            shard: self.shard,
+            #[cfg(feature = "metrics")]
+            instruments: Default::default(),
             gauges: Default::default(),
             totals: Default::default(),
             failures: Mutex::new(Vec::new()),
@@ -395,9 +456,11 @@ impl FleetBuilder {
         });
         let tasks = clients
             .into_iter()
-            .enumerate()
             .map(|(index, client)| {
-                let span = tracing::info_span!("fleet_agent", agent = index);
+                let span = tracing::info_span!("fleet_agent", shard = tracing::field::Empty, agent = index);
+                if let Some(s) = self.shard {
+                    span.record("shard", s.index());
+                }
                 tokio::spawn(run_agent(shared.clone(), index, client).instrument(span))
             })
             .collect();
@@ -425,6 +488,8 @@ impl Fleet {
     pub fn builder(base_url: impl Into<String>) -> FleetBuilder {
         FleetBuilder {
             base_url: base_url.into(),
+            spread_urls: Vec::new(),
+            shard: None,
             tokens: TokenSource::List(Vec::new()),
             limit: None,
             client_settings: None,
@@ -450,6 +515,27 @@ impl Fleet {
     /// The live counters, now.
     pub fn counters(&self) -> FleetCounters {
         self.shared.counters()
+    }
+
+    /// The shard this fleet runs, if it was given one.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shared.shard
+    }
+
+    /// Adds this fleet's metrics to `registry` (see [`metrics`] for the
+    /// list), read live at each scrape; a sharded fleet's carry the label
+    /// `shard`. The registry keeps the fleet's counters alive, not its
+    /// agents: after the fleet is dropped they show its last values.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let collector = Box::new(metrics::FleetCollector(self.shared.clone()));
+        match self.shared.shard {
+            Some(s) => registry
+                .sub_registry_with_label(metrics::shard_label(s))
+                .register_collector(collector),
+            None => registry.register_collector(collector),
+        }
     }
 
     /// Agents that gave up, and why, in the order they failed.
@@ -558,6 +644,9 @@ impl Totals {
 
 struct Shared {
     agents: usize,
+    shard: Option<Shard>,
+    #[cfg(feature = "metrics")]
+    instruments: metrics::Instruments,
     gauges: Gauges,
     totals: Totals,
     failures: Mutex<Vec<AgentFailure>>,
@@ -571,6 +660,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records one call's outcome and time (for the metrics; nothing
+    /// without the feature).
+    fn observe_call(&self, rpc: Rpc, outcome: Outcome, took: Duration) {
+        match outcome {
+            Outcome::Ok => self.totals.calls_ok.fetch_add(1, Ordering::Relaxed),
+            _ => self.totals.calls_failed.fetch_add(1, Ordering::Relaxed),
+        };
+        #[cfg(feature = "metrics")]
+        self.instruments.call(rpc, outcome, took);
+        #[cfg(not(feature = "metrics"))]
+        let _ = (rpc, took);
+    }
+
     fn counters(&self) -> FleetCounters {
         let g = &self.gauges;
         let t = &self.totals;
@@ -690,6 +792,77 @@ fn is_permanent(e: &Error) -> bool {
     matches!(e.status(), Some(s) if (400..500).contains(&s) && s != 408 && s != 429)
 }
 
+/// The calls an agent makes, for per-call metrics (label `rpc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rpc {
+    GetManifest,
+    UpdateLifecycle,
+    UpdateStats,
+    BatchUpdateMetadata,
+    BatchUpdateAppHealths,
+    BatchCreateLogs,
+    PostLogSource,
+}
+
+impl Rpc {
+    #[cfg(feature = "metrics")]
+    const ALL: [Rpc; 7] = [
+        Rpc::GetManifest,
+        Rpc::UpdateLifecycle,
+        Rpc::UpdateStats,
+        Rpc::BatchUpdateMetadata,
+        Rpc::BatchUpdateAppHealths,
+        Rpc::BatchCreateLogs,
+        Rpc::PostLogSource,
+    ];
+
+    /// The DRPC method's name (the REST call's, for the log source).
+    #[cfg(feature = "metrics")]
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::GetManifest => "GetManifest",
+            Rpc::UpdateLifecycle => "UpdateLifecycle",
+            Rpc::UpdateStats => "UpdateStats",
+            Rpc::BatchUpdateMetadata => "BatchUpdateMetadata",
+            Rpc::BatchUpdateAppHealths => "BatchUpdateAppHealths",
+            Rpc::BatchCreateLogs => "BatchCreateLogs",
+            Rpc::PostLogSource => "PostLogSource",
+        }
+    }
+}
+
+/// How a call ended (label `outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// The server answered with an error.
+    RemoteError,
+    /// The connection failed under the call.
+    TransportError,
+    /// No answer within the call timeout.
+    Timeout,
+}
+
+impl Outcome {
+    #[cfg(feature = "metrics")]
+    const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::RemoteError,
+        Outcome::TransportError,
+        Outcome::Timeout,
+    ];
+
+    #[cfg(feature = "metrics")]
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::RemoteError => "remote_error",
+            Outcome::TransportError => "transport_error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
 /// How a connected session ended.
 enum SessionEnd {
     /// The fleet is stopping.
@@ -795,13 +968,19 @@ async fn dial(shared: &Shared, client: &Client) -> Result<Negotiated, Error> {
         .map_err(|_| Error::Config("fleet stopped".to_owned()))?;
     shared.totals.dials.fetch_add(1, Ordering::Relaxed);
     shared.gauges.dialing.fetch_add(1, Ordering::Relaxed);
+    let started = tokio::time::Instant::now();
     let r = tokio::time::timeout(
         shared.dial_timeout,
         client.connect_rpc_negotiated_with_role(Some(crate::rpc::ROLE_AGENT)),
     )
     .await;
     shared.gauges.dialing.fetch_sub(1, Ordering::Relaxed);
-    r.unwrap_or_else(|_| Err(Error::Timeout(format!("rpc dial after {:?}", shared.dial_timeout))))
+    let r = r.unwrap_or_else(|_| Err(Error::Timeout(format!("rpc dial after {:?}", shared.dial_timeout))));
+    #[cfg(feature = "metrics")]
+    shared.instruments.dial(r.is_ok(), started.elapsed());
+    #[cfg(not(feature = "metrics"))]
+    let _ = started;
+    r
 }
 
 /// One connected period of an agent.
@@ -817,7 +996,7 @@ impl Session<'_> {
     /// Makes one counted call with the fleet's time limit. A transport
     /// failure or a timeout ends the session (`Err`); a remote error is only
     /// counted (`Ok(None)`).
-    async fn call<Req, Resp, F, Fut>(&self, request: Req, f: F) -> Result<Option<Resp>, SessionEnd>
+    async fn call<Req, Resp, F, Fut>(&self, rpc: Rpc, request: Req, f: F) -> Result<Option<Resp>, SessionEnd>
     where
         Req: Message + Clone,
         Resp: Message,
@@ -828,25 +1007,28 @@ impl Session<'_> {
         totals
             .bytes_sent
             .fetch_add(request.encoded_len() as u64, Ordering::Relaxed);
-        match tokio::time::timeout(self.shared.call_timeout, Box::pin(f(request))).await {
+        let started = tokio::time::Instant::now();
+        let r = tokio::time::timeout(self.shared.call_timeout, Box::pin(f(request))).await;
+        let took = started.elapsed();
+        match r {
             Ok(Ok(resp)) => {
-                totals.calls_ok.fetch_add(1, Ordering::Relaxed);
+                self.shared.observe_call(rpc, Outcome::Ok, took);
                 totals
                     .bytes_received
                     .fetch_add(resp.encoded_len() as u64, Ordering::Relaxed);
                 Ok(Some(resp))
             }
             Ok(Err(e @ RpcError::Remote { .. })) => {
-                totals.calls_failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.observe_call(rpc, Outcome::RemoteError, took);
                 tracing::debug!(error = %e, "rpc refused");
                 Ok(None)
             }
             Ok(Err(e)) => {
-                totals.calls_failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.observe_call(rpc, Outcome::TransportError, took);
                 Err(SessionEnd::Lost(e.to_string()))
             }
             Err(_) => {
-                totals.calls_failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.observe_call(rpc, Outcome::Timeout, took);
                 Err(SessionEnd::Lost(format!(
                     "rpc timed out after {:?}",
                     self.shared.call_timeout
@@ -868,9 +1050,11 @@ impl Session<'_> {
         // Keep only what the profile uses; the rest of the manifest (the
         // DERP map above all) is freed at the end of this block.
         let (metadata_keys, app_ids) = {
-            let manifest = Box::pin(self.call(agent::GetManifestRequest {}, |r| agent.get_manifest(r)))
-                .await?
-                .unwrap_or_default();
+            let manifest = Box::pin(self.call(Rpc::GetManifest, agent::GetManifestRequest {}, |r| {
+                agent.get_manifest(r)
+            }))
+            .await?
+            .unwrap_or_default();
             let metadata_keys: Vec<String> = match profile.metadata {
                 Some(_) => manifest.metadata.iter().map(|d| d.key.clone()).collect(),
                 None => Vec::new(),
@@ -898,7 +1082,8 @@ impl Session<'_> {
                     changed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
                 }),
             };
-            self.call(request, |r| agent.update_lifecycle(r)).await?;
+            self.call(Rpc::UpdateLifecycle, request, |r| agent.update_lifecycle(r))
+                .await?;
         }
         place.set(true, true, false, false);
 
@@ -906,7 +1091,9 @@ impl Session<'_> {
         let mut stats_every = None;
         if profile.stats {
             let resp = self
-                .call(agent::UpdateStatsRequest { stats: None }, |r| agent.update_stats(r))
+                .call(Rpc::UpdateStats, agent::UpdateStatsRequest { stats: None }, |r| {
+                    agent.update_stats(r)
+                })
                 .await?;
             stats_every = Some(report_interval(resp.as_ref()));
         }
@@ -922,7 +1109,7 @@ impl Session<'_> {
         let mut log_tick = ticker(logs.as_ref().map(|_| Duration::from_secs(1)));
         let dest = CountingDest {
             agent: agent.clone(),
-            totals: &self.shared.totals,
+            shared: self.shared,
         };
         let mut log_loop = Box::pin(async {
             match &logs {
@@ -941,7 +1128,7 @@ impl Session<'_> {
                 _ = tick(&mut stats_tick) => {
                     sent_stats.advance();
                     let resp = self
-                        .call(agent::UpdateStatsRequest { stats: Some(sent_stats.to_proto()) }, |r| agent.update_stats(r))
+                        .call(Rpc::UpdateStats, agent::UpdateStatsRequest { stats: Some(sent_stats.to_proto()) }, |r| agent.update_stats(r))
                         .await?;
                     let every = report_interval(resp.as_ref());
                     if stats_tick.as_ref().is_some_and(|t| t.period() != every) {
@@ -962,7 +1149,7 @@ impl Session<'_> {
                             }),
                         })
                         .collect();
-                    self.call(agent::BatchUpdateMetadataRequest { metadata }, |r| agent.batch_update_metadata(r)).await?;
+                    self.call(Rpc::BatchUpdateMetadata, agent::BatchUpdateMetadataRequest { metadata }, |r| agent.batch_update_metadata(r)).await?;
                 }
                 _ = tick(&mut health_tick) => {
                     let updates = app_ids
@@ -973,7 +1160,7 @@ impl Session<'_> {
                         })
                         .collect::<Vec<_>>();
                     if !updates.is_empty() {
-                        self.call(agent::BatchUpdateAppHealthRequest { updates }, |r| agent.batch_update_app_healths(r)).await?;
+                        self.call(Rpc::BatchUpdateAppHealths, agent::BatchUpdateAppHealthRequest { updates }, |r| agent.batch_update_app_healths(r)).await?;
                     }
                 }
                 _ = tick(&mut log_tick) => {
@@ -1009,14 +1196,21 @@ impl Session<'_> {
                     display_name: "fleet".into(),
                     icon: "/emojis/1f69a.png".into(),
                 };
-                match tokio::time::timeout(self.shared.call_timeout, self.client.post_log_source(&request)).await {
+                let started = tokio::time::Instant::now();
+                let r = tokio::time::timeout(self.shared.call_timeout, self.client.post_log_source(&request)).await;
+                let outcome = match &r {
+                    Ok(Ok(_)) => Outcome::Ok,
+                    Ok(Err(e)) if e.status().is_some() => Outcome::RemoteError,
+                    Ok(Err(_)) => Outcome::TransportError,
+                    Err(_) => Outcome::Timeout,
+                };
+                self.shared.observe_call(Rpc::PostLogSource, outcome, started.elapsed());
+                match r {
                     Ok(Ok(_)) => {
-                        self.shared.totals.calls_ok.fetch_add(1, Ordering::Relaxed);
                         *self.log_source = Some(request.id);
                         request.id
                     }
                     other => {
-                        self.shared.totals.calls_failed.fetch_add(1, Ordering::Relaxed);
                         let error = match other {
                             Ok(Err(e)) => e.to_string(),
                             _ => "timed out".to_owned(),
@@ -1046,7 +1240,7 @@ struct Logs {
 /// The log sender's destination: the agent client, with the fleet's counters.
 struct CountingDest<'a> {
     agent: crate::rpc::agent::AgentLatest,
-    totals: &'a Totals,
+    shared: &'a Shared,
 }
 
 impl LogDest for CountingDest<'_> {
@@ -1056,21 +1250,23 @@ impl LogDest for CountingDest<'_> {
     ) -> impl Future<Output = Result<agent::BatchCreateLogsResponse, RpcError>> + Send {
         let sent = request.encoded_len() as u64;
         let call = self.agent.batch_create_logs(request);
-        let totals = self.totals;
+        let shared = self.shared;
         async move {
-            totals.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+            shared.totals.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+            let started = tokio::time::Instant::now();
             let r = call.await;
-            match &r {
+            let outcome = match &r {
                 Ok(resp) => {
-                    totals.calls_ok.fetch_add(1, Ordering::Relaxed);
-                    totals
+                    shared
+                        .totals
                         .bytes_received
                         .fetch_add(resp.encoded_len() as u64, Ordering::Relaxed);
+                    Outcome::Ok
                 }
-                Err(_) => {
-                    totals.calls_failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+                Err(RpcError::Remote { .. }) => Outcome::RemoteError,
+                Err(_) => Outcome::TransportError,
+            };
+            shared.observe_call(Rpc::BatchCreateLogs, outcome, started.elapsed());
             r
         }
     }
