@@ -407,7 +407,16 @@ pub fn compare(coder: &Path, spec: &Path, config: &Config) -> Result<Compared> {
     let openapi: Value = serde_yaml::from_str(&openapi_text).context("parse spec/openapi.yaml")?;
     let mut notes = Vec::new();
     let client = match std::fs::read_to_string(coder.join(AGENTSDK_GO)) {
-        Ok(text) => Some(parse_agentsdk_go(&text)),
+        Ok(text) => {
+            let routes = parse_agentsdk_go(&text);
+            if !routes.iter().any(|(_, p)| is_agent_endpoint(p)) {
+                // More likely the client changed shape than lost every route.
+                notes.push(format!(
+                    "{AGENTSDK_GO}: the scanner found no agent route in it; its calls were not compared"
+                ));
+            }
+            Some(routes)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             notes.push(format!(
                 "{AGENTSDK_GO} is missing: the routes upstream's Go client calls were not compared"

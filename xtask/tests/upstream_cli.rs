@@ -581,6 +581,24 @@ fn a_checkout_without_agentsdk_go_skips_the_client_routes_with_a_note() {
 }
 
 #[test]
+fn an_agentsdk_go_the_scanner_finds_no_route_in_gets_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), tmp.path());
+    std::fs::write(
+        tmp.path().join("codersdk/agentsdk/agentsdk.go"),
+        "package agentsdk\n\nfunc (c *Client) Do(ctx context.Context) error { return c.call(ctx, routeTable[0]) }\n",
+    )
+    .unwrap();
+    let v = json(&upstream(tmp.path(), "json"));
+    assert_eq!(
+        v["notes"],
+        serde_json::json!([
+            "codersdk/agentsdk/agentsdk.go: the scanner found no agent route in it; its calls were not compared"
+        ])
+    );
+}
+
+#[test]
 fn a_directory_that_is_not_a_checkout_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = upstream(tmp.path(), "text");
