@@ -408,6 +408,13 @@ agent, so a fixed ID keeps one source across restarts.
         #[serde(default)]
         pub version: ::std::string::String,
     }
+    ///The outcome of a chat-context refresh.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct RefreshChatContextResponse {
+        ///The number of chats that had drifted and were re-pinned.
+        #[serde(default)]
+        pub refreshed: i64,
+    }
     /**The data of a reinit `data` event, as coderd writes it since April
 2026: `workspace_id`, `reason`, and `owner_id` unless it is the nil
 UUID (Go's omitzero). Older coderd wrote `{"WorkspaceID": <uuid>,
@@ -1236,6 +1243,60 @@ strconv.ParseBool; anything else counts as false).
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             409u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            500u16..=599u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Re-pin this agent's drifted chats to its newest context snapshot
+
+Experimental upstream (under `/experimental`, left out of coderd's
+swagger.json): its shape may change between Coder releases. No request
+body. coderd answers 0 when it runs without a chat daemon.
+
+
+Sends a `POST` request to `/api/v2/workspaceagents/me/experimental/chat-context/refresh`
+
+*/
+    pub async fn refresh_chat_context<'a>(
+        &'a self,
+    ) -> Result<
+        ResponseValue<types::RefreshChatContextResponse>,
+        Error<types::Response>,
+    > {
+        let url = format!(
+            "{}/api/v2/workspaceagents/me/experimental/chat-context/refresh", self
+            .baseurl,
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "refresh_chat_context",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16..=499u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16..=599u16 => {

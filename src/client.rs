@@ -112,7 +112,7 @@ use crate::rpc::RpcOptions;
 use crate::sse::{Backoff, ReinitReceiver, ReinitializationEvent};
 use crate::types::{
     ExternalAuthRequest, ExternalAuthResponse, GitSshKey, PatchAppStatus, PatchLogs, PostLogSourceRequest,
-    WorkspaceAgentLogSource,
+    RefreshChatContextResponse, WorkspaceAgentLogSource,
 };
 
 /// The user agent sent unless [`ClientBuilder::user_agent`] says otherwise.
@@ -563,6 +563,24 @@ impl Client {
             .await?
         {
             Decoded::Value(source) => Ok(source),
+            Decoded::Undecodable(why) => Err(Error::InvalidResponse(why)),
+        }
+    }
+
+    /// Re-pins the chats bound to this agent whose context has drifted to the
+    /// agent's newest context snapshot, and says how many it re-pinned
+    /// (`POST /api/v2/workspaceagents/me/experimental/chat-context/refresh`,
+    /// no body). coderd answers 0 when it runs without a chat daemon.
+    ///
+    /// **Experimental upstream**: coderd serves it under `/experimental` and
+    /// leaves it out of its API docs, so its path and shape may change
+    /// between Coder releases, and this method with them.
+    pub async fn refresh_chat_context(&self) -> Result<RefreshChatContextResponse, Error> {
+        match self
+            .authed(self.inner.rest.timeout(), None, |c| c.refresh_chat_context())
+            .await?
+        {
+            Decoded::Value(response) => Ok(response),
             Decoded::Undecodable(why) => Err(Error::InvalidResponse(why)),
         }
     }

@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::rest::types::{
-    Log, LogLevel, PatchAppStatus, PatchLogs, PostLogSourceRequest, WorkspaceAgentLogSource, WorkspaceAppStatusState,
+    Log, LogLevel, PatchAppStatus, PatchLogs, PostLogSourceRequest, RefreshChatContextResponse,
+    WorkspaceAgentLogSource, WorkspaceAppStatusState,
 };
 pub use crate::sse::{ReinitEventShape, ReinitializationEvent, ReinitializationReason};
 

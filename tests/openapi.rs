@@ -113,6 +113,11 @@ const ENDPOINTS: &[(&str, &str, u16)] = &[
     ("get", "/api/v2/workspaceagents/me/external-auth", 200),
     ("get", "/api/v2/workspaceagents/me/reinit", 200),
     ("get", "/api/v2/workspaceagents/me/rpc", 101),
+    (
+        "post",
+        "/api/v2/workspaceagents/me/experimental/chat-context/refresh",
+        200,
+    ),
     ("post", "/api/v2/workspaceagents/aws-instance-identity", 200),
     ("post", "/api/v2/workspaceagents/azure-instance-identity", 200),
     ("post", "/api/v2/workspaceagents/google-instance-identity", 200),
@@ -169,6 +174,10 @@ fn operation_ids_are_the_agreed_snake_case_names() {
         ("/api/v2/workspaceagents/me/reinit", "get_reinit"),
         ("/api/v2/workspaceagents/me/rpc", "get_agent_rpc"),
         (
+            "/api/v2/workspaceagents/me/experimental/chat-context/refresh",
+            "refresh_chat_context",
+        ),
+        (
             "/api/v2/workspaceagents/aws-instance-identity",
             "post_aws_instance_identity",
         ),
@@ -213,6 +222,13 @@ fn success_bodies_use_the_agentsdk_types() {
         json_schema_ref(get("get", "/api/v2/workspaceagents/me/external-auth"), 200),
         s("ExternalAuthResponse")
     );
+    assert_eq!(
+        json_schema_ref(
+            get("post", "/api/v2/workspaceagents/me/experimental/chat-context/refresh"),
+            200
+        ),
+        s("RefreshChatContextResponse")
+    );
     for path in IDENTITY_EXCHANGES {
         assert_eq!(
             json_schema_ref(get("post", path), 200),
@@ -247,6 +263,28 @@ fn request_bodies_are_json_of_the_agentsdk_types() {
         ),
     ] {
         assert_eq!(request_schema_ref(operation(&spec, method, path)), s(schema), "{path}");
+    }
+}
+
+#[test]
+fn chat_context_refresh_takes_no_body_and_says_it_is_experimental() {
+    let spec = spec();
+    let op = operation(
+        &spec,
+        "post",
+        "/api/v2/workspaceagents/me/experimental/chat-context/refresh",
+    );
+    assert!(op.request_body.is_none(), "Go's client sends no body");
+    assert!(query_parameters(op).is_empty());
+    let description = op.description.as_deref().unwrap_or("");
+    assert!(description.contains("Experimental upstream"), "{description}");
+    let refreshed = &object(schema(&spec, "RefreshChatContextResponse")).properties["refreshed"];
+    match refreshed {
+        ReferenceOr::Item(s) => assert!(
+            matches!(&s.schema_kind, openapiv3::SchemaKind::Type(openapiv3::Type::Integer(_))),
+            "{s:?}"
+        ),
+        other => panic!("{other:?}"),
     }
 }
 

@@ -333,6 +333,52 @@ async fn a_wrong_fixed_token_is_a_401_with_the_login_hint_and_no_retry() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn refresh_chat_context_posts_no_body_and_returns_the_count_coderd_answers() {
+    tokio::time::timeout(GUARD, async {
+        let (server, client) = setup().await;
+        // coderd without a chat daemon answers 0, as the embedded server does by default.
+        assert_eq!(client.refresh_chat_context().await.unwrap().refreshed, 0);
+        server.rest().set_chat_context_refreshed(3);
+        assert_eq!(client.refresh_chat_context().await.unwrap().refreshed, 3);
+        let requests = server.rest().requests();
+        assert_eq!(requests.len(), 2);
+        for r in &requests {
+            assert_eq!(r.method, "POST");
+            assert_eq!(r.uri, "/api/v2/workspaceagents/me/experimental/chat-context/refresh");
+            assert!(r.had_token_header);
+            assert!(!r.header_names.iter().any(|h| h == "content-type"), "no body: {r:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn refresh_chat_context_with_a_wrong_token_is_a_401_before_any_answer() {
+    tokio::time::timeout(GUARD, async {
+        let (server, _client) = setup().await;
+        server.rest().set_chat_context_refreshed(3);
+        let client = Client::builder(server.url().as_str())
+            .token("0d6f3c1e-0000-4000-8000-000000000000")
+            .build()
+            .unwrap();
+        let err = client.refresh_chat_context().await.unwrap_err();
+        assert_eq!(err.status(), Some(401));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "POST http://{}/api/v2/workspaceagents/me/experimental/chat-context/refresh: unexpected status code 401: Workspace agent not authorized.",
+                server.addr()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("0d6f3c1e"));
+    })
+    .await
+    .unwrap();
+}
+
 /// A server on another port that records whether the token reached it.
 async fn token_sink() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

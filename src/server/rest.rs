@@ -1,6 +1,7 @@
 //! The REST endpoints of the embedded coderd: the Git SSH key, logs (PATCH),
 //! app status, log sources, external auth (with `listen`), the reinit
-//! event stream and the three cloud instance-identity exchanges, with
+//! event stream, the (experimental upstream) chat-context refresh and the
+//! three cloud instance-identity exchanges, with
 //! coderd's status codes, JSON bodies and error texts.
 //!
 //! [`RestState`] holds what the endpoints serve and records what agents
@@ -40,6 +41,7 @@ mod paths {
     pub const LOG_SOURCE: &str = "/api/v2/workspaceagents/me/log-source";
     pub const EXTERNAL_AUTH: &str = "/api/v2/workspaceagents/me/external-auth";
     pub const REINIT: &str = "/api/v2/workspaceagents/me/reinit";
+    pub const CHAT_CONTEXT_REFRESH: &str = "/api/v2/workspaceagents/me/experimental/chat-context/refresh";
     pub const AWS: &str = "/api/v2/workspaceagents/aws-instance-identity";
     pub const AZURE: &str = "/api/v2/workspaceagents/azure-instance-identity";
     pub const GOOGLE: &str = "/api/v2/workspaceagents/google-instance-identity";
@@ -198,6 +200,7 @@ pub struct RestState {
     reinit_shape: Mutex<ReinitEventShape>,
     prebuild: Mutex<PrebuildState>,
     ping_interval: Mutex<Duration>,
+    chat_context_refreshed: Mutex<i64>,
     identities: Mutex<Identities>,
     exchanges: Mutex<Recording<IdentityExchange>>,
     exchange_tokens: Mutex<VecDeque<String>>,
@@ -229,6 +232,7 @@ impl Default for RestState {
             reinit_shape: Mutex::new(ReinitEventShape::Current),
             prebuild: Mutex::new(PrebuildState::Unclaimed),
             ping_interval: Mutex::new(PING_INTERVAL),
+            chat_context_refreshed: Mutex::new(0),
             identities: Mutex::new(Identities::default()),
             exchanges: Mutex::new(Recording::default()),
             exchange_tokens: Mutex::new(VecDeque::new()),
@@ -356,6 +360,12 @@ impl RestState {
         *lock(&self.ping_interval) = interval;
     }
 
+    /// The count `POST .../experimental/chat-context/refresh` answers with
+    /// (default 0: what coderd answers when it runs without a chat daemon).
+    pub fn set_chat_context_refreshed(&self, refreshed: i64) {
+        *lock(&self.chat_context_refreshed) = refreshed;
+    }
+
     /// The AWS identity the exchange accepts.
     pub fn expect_aws_identity(&self, signature: impl Into<String>, document: impl Into<String>) {
         lock(&self.identities).aws = Some((signature.into(), document.into()));
@@ -431,6 +441,7 @@ pub(crate) fn routes() -> axum::Router<ServerState> {
         .route(paths::LOG_SOURCE, post(post_log_source))
         .route(paths::EXTERNAL_AUTH, get(external_auth))
         .route(paths::REINIT, get(reinit))
+        .route(paths::CHAT_CONTEXT_REFRESH, post(refresh_chat_context))
         .route(paths::AWS, post(aws_identity))
         .route(paths::AZURE, post(azure_identity))
         .route(paths::GOOGLE, post(google_identity))
@@ -608,6 +619,23 @@ async fn git_ssh_key(State(state): State<ServerState>, method: Method, uri: Uri,
             public_key,
             private_key,
         },
+    )
+}
+
+/// coderd ignores any body here; so does this.
+async fn refresh_chat_context(
+    State(state): State<ServerState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if let Err(r) = admit(&state, &method, &uri, &headers) {
+        return *r;
+    }
+    let refreshed = *lock(&state.rest().chat_context_refreshed);
+    json(
+        StatusCode::OK,
+        &crate::rest::types::RefreshChatContextResponse { refreshed },
     )
 }
 

@@ -13,7 +13,13 @@
 //!   plus upstream's under `/workspaceagents/me/` and the
 //!   `/workspaceagents/*-instance-identity` exchanges): methods, parameters,
 //!   success status codes, request and response property names and types,
-//!   against `spec/openapi.yaml`.
+//!   against `spec/openapi.yaml`;
+//! - `codersdk/agentsdk/agentsdk.go`, upstream's Go client (the SDK's
+//!   reference): the agent routes it calls, found by a small tolerant scanner
+//!   ([`parse_agentsdk_go`]), since coderd's swagger skips some of them. A
+//!   route it calls that neither swagger.json nor `spec/` has is reported as
+//!   added; a `spec/` endpoint swagger.json lacks but the client calls is no
+//!   difference. A checkout without the file skips this with a note.
 //!
 //! Each difference is a [`Change`] read as "what adopting upstream does":
 //! `added` = upstream has it and `spec/` lacks it, `removed` = `spec/` has it
@@ -49,6 +55,8 @@ pub const TAILNET_PROTO: &str = "tailnet/proto/tailnet.proto";
 pub const VERSION_GO: &str = "tailnet/proto/version.go";
 /// See [`AGENT_PROTO`].
 pub const SWAGGER: &str = "coderd/apidoc/swagger.json";
+/// See [`AGENT_PROTO`]; optional (its comparison is skipped with a note when absent).
+pub const AGENTSDK_GO: &str = "codersdk/agentsdk/agentsdk.go";
 
 /// The file in `spec/` holding the [`Config`].
 pub const CONFIG_FILE: &str = "upstream.toml";
@@ -165,6 +173,8 @@ pub struct Report {
     pub out_of_scope: Vec<(Change, Known)>,
     /// `[[known]]` and `[[out-of-scope]]` entries that match no difference.
     pub stale: Vec<Known>,
+    /// What was not compared, and why (e.g. a checkout without agentsdk.go).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -221,6 +231,7 @@ impl Report {
             "known": self.known.iter().map(|(c, k)| item(c, Some(k))).collect::<Vec<_>>(),
             "out_of_scope": self.out_of_scope.iter().map(|(c, k)| item(c, Some(k))).collect::<Vec<_>>(),
             "stale": self.stale,
+            "notes": self.notes,
             "counts": {
                 "real": self.real.len(),
                 "known": self.known.len(),
@@ -269,7 +280,9 @@ pub fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode> {
     let coder = coder.context("usage: cargo xtask upstream --coder DIR [--format text|json] [--spec DIR]")?;
     let spec = crate::or_in_workspace(spec, "spec")?;
     let config = load_config(&spec)?;
-    let report = Report::new(compare(&coder, &spec, &config)?, &config.known, &config.out_of_scope);
+    let compared = compare(&coder, &spec, &config)?;
+    let mut report = Report::new(compared.changes, &config.known, &config.out_of_scope);
+    report.notes = compared.notes;
     match format {
         diff::Format::Json => println!("{}", serde_json::to_string_pretty(&report.json(&coder))?),
         diff::Format::Text => print!("{}", checklist(&coder, &spec, &report)),
@@ -327,6 +340,9 @@ pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
             ));
         }
     }
+    for note in &report.notes {
+        out.push_str(&format!("Note: {note}\n"));
+    }
     if !report.stale.is_empty() {
         out.push_str(&format!(
             "Stale entries in spec/{CONFIG_FILE} (they match no difference: remove or update them):\n"
@@ -354,8 +370,17 @@ pub fn checklist(coder: &Path, spec: &Path, report: &Report) -> String {
     out
 }
 
+/// What [`compare`] found.
+#[derive(Debug, Default)]
+pub struct Compared {
+    /// Every difference, sorted.
+    pub changes: Vec<Change>,
+    /// What could not be compared, and why.
+    pub notes: Vec<String>,
+}
+
 /// Every difference between the checkout `coder` and `spec`.
-pub fn compare(coder: &Path, spec: &Path, config: &Config) -> Result<Vec<Change>> {
+pub fn compare(coder: &Path, spec: &Path, config: &Config) -> Result<Compared> {
     for f in [AGENT_PROTO, TAILNET_PROTO, VERSION_GO, SWAGGER] {
         if !coder.join(f).is_file() {
             bail!("{} is not a Coder checkout: {f} is missing", coder.display());
@@ -380,9 +405,205 @@ pub fn compare(coder: &Path, spec: &Path, config: &Config) -> Result<Vec<Change>
     let swagger: Value = serde_json::from_str(&swagger_text).with_context(|| format!("parse {SWAGGER}"))?;
     let openapi_text = std::fs::read_to_string(spec.join(crate::rest::SPEC_FILE))?;
     let openapi: Value = serde_yaml::from_str(&openapi_text).context("parse spec/openapi.yaml")?;
-    changes.extend(compare_rest(&openapi, &swagger, &config.event_streams)?);
+    let mut notes = Vec::new();
+    let client = match std::fs::read_to_string(coder.join(AGENTSDK_GO)) {
+        Ok(text) => {
+            let routes = parse_agentsdk_go(&text);
+            if !routes.iter().any(|(_, p)| is_agent_endpoint(p)) {
+                // More likely the client changed shape than lost every route.
+                notes.push(format!(
+                    "{AGENTSDK_GO}: the scanner found no agent route in it; its calls were not compared"
+                ));
+            }
+            Some(routes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            notes.push(format!(
+                "{AGENTSDK_GO} is missing: the routes upstream's Go client calls were not compared"
+            ));
+            None
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {AGENTSDK_GO}")),
+    };
+    changes.extend(compare_rest(
+        &openapi,
+        &swagger,
+        &config.event_streams,
+        client.as_ref(),
+    )?);
     changes.sort_by(|a, b| (a.area, &a.path, &a.detail).cmp(&(b.area, &b.path, &b.detail)));
-    Ok(changes)
+    Ok(Compared { changes, notes })
+}
+
+/// A rough Go token: enough to follow string literals into request calls.
+#[derive(Debug, PartialEq)]
+enum GoToken {
+    /// An identifier or selector, dots included (`http.MethodGet`, `rpcURL.String`).
+    Ident(String),
+    /// An interpreted or raw string literal's contents (escapes left as written).
+    Str(String),
+    /// `:=`, `=`, `==`, `(`, `,`, ...
+    Punct(String),
+    /// A line break (statements end there, near enough).
+    Newline,
+}
+
+/// Splits Go source into [`GoToken`]s, dropping comments; never fails (an
+/// unterminated literal or comment runs to the end).
+fn go_tokens(text: &str) -> Vec<GoToken> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => out.push(GoToken::Newline),
+            c if c.is_whitespace() => {}
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push(GoToken::Newline);
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            '"' | '`' => {
+                let mut s = String::new();
+                while let Some(d) = chars.next() {
+                    if d == c {
+                        break;
+                    }
+                    if d == '\\' && c == '"' {
+                        s.push(d);
+                        if let Some(e) = chars.next() {
+                            s.push(e);
+                        }
+                        continue;
+                    }
+                    s.push(d);
+                }
+                out.push(GoToken::Str(s));
+            }
+            '\'' => {
+                // A rune literal: skip it so a '"' rune does not open a string.
+                let mut escaped = false;
+                for d in chars.by_ref() {
+                    if d == '\'' && !escaped {
+                        break;
+                    }
+                    escaped = d == '\\' && !escaped;
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut s = String::from(c);
+                while let Some(&d) = chars.peek() {
+                    if d.is_alphanumeric() || d == '_' || d == '.' {
+                        s.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(GoToken::Ident(s));
+            }
+            c => {
+                let mut s = String::from(c);
+                if ":=!<>+-*/%&|^".contains(c) && chars.peek() == Some(&'=') {
+                    s.push('=');
+                    chars.next();
+                }
+                out.push(GoToken::Punct(s));
+            }
+        }
+    }
+    out
+}
+
+/// The `(METHOD, path)` of every `/api/v2/` route upstream's Go client calls
+/// in agentsdk.go, query strings stripped. Not a Go parser: it follows
+/// `http.MethodX, ARG` (as in `c.SDK.Request(ctx, http.MethodPost, "/api/v2/...", nil)`
+/// or `http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)`) and
+/// `websocket.Dial(ctx, ARG` (a GET), where ARG is a string literal or a
+/// variable last assigned from a statement holding one
+/// (`reqURL := "/api/v2/...?" + q.Encode()`, `u, err := c.SDK.URL.Parse("/api/v2/...")`).
+pub fn parse_agentsdk_go(text: &str) -> BTreeSet<(String, String)> {
+    let tokens = go_tokens(text);
+    let route = |s: &str| -> Option<String> {
+        s.starts_with("/api/v2/")
+            .then(|| s.split(['?', '#']).next().unwrap_or(s).to_owned())
+    };
+    let mut bound: BTreeMap<String, String> = BTreeMap::new();
+    let mut routes = BTreeSet::new();
+    let mut line_start = 0;
+    // The argument at `i` (newlines skipped): a literal or a bound variable.
+    let arg = |i: usize, bound: &BTreeMap<String, String>| -> Option<String> {
+        match tokens[i..].iter().find(|t| **t != GoToken::Newline)? {
+            GoToken::Str(s) => route(s),
+            GoToken::Ident(v) => bound.get(v.strip_suffix(".String").unwrap_or(v)).cloned(),
+            _ => None,
+        }
+    };
+    let next_after_comma = |i: usize| -> Option<usize> {
+        let j = i + tokens[i..].iter().position(|t| *t != GoToken::Newline)?;
+        (tokens[j] == GoToken::Punct(",".into())).then_some(j + 1)
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            GoToken::Newline => line_start = i + 1,
+            GoToken::Punct(p) if p == ":=" || p == "=" => {
+                // NAME[, NAME...] := ... "/api/v2/..." ... on one line, and no
+                // request call in between (that is a call, not a URL).
+                let lhs = &tokens[line_start..i];
+                let names_only = lhs.iter().enumerate().all(|(k, t)| match t {
+                    GoToken::Ident(_) => k % 2 == 0,
+                    GoToken::Punct(c) => k % 2 == 1 && c == ",",
+                    _ => false,
+                });
+                let Some(GoToken::Ident(name)) = lhs.first().filter(|_| names_only) else {
+                    continue;
+                };
+                let rhs = tokens[i + 1..].iter().take_while(|t| **t != GoToken::Newline);
+                for t in rhs {
+                    match t {
+                        GoToken::Ident(m) if m.starts_with("http.Method") => break,
+                        GoToken::Str(s) => {
+                            if let Some(r) = route(s) {
+                                bound.insert(name.clone(), r);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            GoToken::Ident(m) if m.starts_with("http.Method") && m.len() > "http.Method".len() => {
+                let method = m["http.Method".len()..].to_uppercase();
+                if let Some(r) = next_after_comma(i + 1).and_then(|j| arg(j, &bound)) {
+                    routes.insert((method, r));
+                }
+            }
+            GoToken::Ident(d) if d == "websocket.Dial" => {
+                // websocket.Dial(ctx, URL, ...): the URL is the second argument.
+                let comma = tokens[i + 1..]
+                    .iter()
+                    .take(4)
+                    .position(|t| *t == GoToken::Punct(",".into()));
+                if let Some(r) = comma.and_then(|k| arg(i + 2 + k, &bound)) {
+                    routes.insert(("GET".to_owned(), r));
+                }
+            }
+            _ => {}
+        }
+    }
+    routes
 }
 
 /// One `API vX.Y:` block of version.go.
@@ -741,7 +962,14 @@ fn is_agent_endpoint(path: &str) -> bool {
         || (path.starts_with("/api/v2/workspaceagents/") && path.ends_with("-instance-identity"))
 }
 
-fn compare_rest(openapi: &Value, swagger: &Value, event_streams: &BTreeMap<String, String>) -> Result<Vec<Change>> {
+/// `client`: the routes upstream's Go client calls ([`parse_agentsdk_go`]),
+/// `None` when the checkout has no agentsdk.go.
+fn compare_rest(
+    openapi: &Value,
+    swagger: &Value,
+    event_streams: &BTreeMap<String, String>,
+    client: Option<&BTreeSet<(String, String)>>,
+) -> Result<Vec<Change>> {
     if swagger.get("swagger").and_then(Value::as_str) != Some("2.0") {
         bail!("{SWAGGER}: not a Swagger 2.0 document");
     }
@@ -783,9 +1011,26 @@ fn compare_rest(openapi: &Value, swagger: &Value, event_streams: &BTreeMap<Strin
             );
         }
     }
+    // Routes swagger skips (`@x-apidocgen {"skip": true}`) but the Go client calls.
+    let client_calls = |key: &(String, String)| client.is_some_and(|c| c.contains(key));
+    for key in client.into_iter().flatten().filter(|k| is_agent_endpoint(&k.1)) {
+        if !oops.contains_key(key) && !tops.contains_key(key) {
+            push(
+                Kind::Added,
+                Severity::Additive,
+                Rust::Additive,
+                format!("{} {}", key.0, key.1),
+                format!("endpoint missing from spec/openapi.yaml (called in {AGENTSDK_GO}; not in swagger.json)"),
+            );
+        }
+    }
     for (key, oop) in &oops {
         let path = format!("{} {}", key.0, key.1);
         let Some(top) = tops.get(key) else {
+            if client_calls(key) {
+                // Upstream serves it (its own client calls it); swagger just skips it.
+                continue;
+            }
             push(
                 Kind::Removed,
                 Severity::Breaking,
@@ -974,9 +1219,9 @@ mod tests {
         let openapi: Value =
             serde_yaml::from_str(&std::fs::read_to_string(spec.join(crate::rest::SPEC_FILE)).unwrap()).unwrap();
         let empty = serde_json::json!({"swagger": "2.0", "paths": {}});
-        compare_rest(&openapi, &empty, &config.event_streams).unwrap();
+        compare_rest(&openapi, &empty, &config.event_streams, None).unwrap();
         let bad = BTreeMap::from([("GET /nowhere".to_owned(), "ReinitializationEvent".to_owned())]);
-        assert!(compare_rest(&openapi, &empty, &bad).is_err());
+        assert!(compare_rest(&openapi, &empty, &bad, None).is_err());
     }
 
     #[test]
@@ -1053,6 +1298,46 @@ mod tests {
         ] {
             assert!(config_with(&bad).is_err(), "accepted:\n{bad}");
         }
+    }
+
+    #[test]
+    fn agentsdk_go_scanner_follows_literals_and_url_variables_into_request_calls() {
+        let go = r#"package agentsdk
+// c.SDK.Request(ctx, http.MethodDelete, "/api/v2/workspaceagents/me/commented", nil)
+func (c *Client) A(ctx context.Context) error {
+	res, err := c.SDK.Request(ctx, http.MethodGet, "/api/v2/workspaceagents/me/direct", nil)
+	/* c.SDK.Request(ctx, http.MethodPut, "/api/v2/workspaceagents/me/block", nil) */
+	reqURL := "/api/v2/workspaceagents/me/query?" + q.Encode()
+	res, err = c.SDK.Request(ctx, http.MethodGet, reqURL, nil)
+	res, err = c.SDK.Request(ctx,
+		http.MethodPost,
+		"/api/v2/workspaceagents/me/wrapped",
+		req,
+	)
+	u, err := c.SDK.URL.Parse("/api/v2/workspaceagents/me/ws")
+	conn, res, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{})
+	u, err = c.SDK.URL.Parse("/api/v2/workspaceagents/me/stream")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	q := '"'
+	_, _ = c.SDK.Request(ctx, http.MethodPatch, fmt.Sprintf("/api/v2/x/%s", id), nil)
+	_, _ = c.SDK.Request(ctx, http.MethodGet, "https://example.com/api/v2/other", nil)
+	return nil
+}
+"#;
+        let got: Vec<(String, String)> = parse_agentsdk_go(go).into_iter().collect();
+        let want: Vec<(String, String)> = [
+            ("GET", "/api/v2/workspaceagents/me/direct"),
+            ("GET", "/api/v2/workspaceagents/me/query"),
+            ("GET", "/api/v2/workspaceagents/me/stream"),
+            ("GET", "/api/v2/workspaceagents/me/ws"),
+            ("POST", "/api/v2/workspaceagents/me/wrapped"),
+        ]
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(got, want, "comments, Sprintf paths and absolute URLs are not routes");
+        assert!(parse_agentsdk_go("\"unterminated /api/v2/x").is_empty());
+        assert!(parse_agentsdk_go("c.SDK.Request(ctx, http.MethodGet").is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask upstream` on the fake Coder checkout in `tests/fixtures/fake-coder`
 //! against the frozen spec in `tests/fixtures/fake-spec` (see PLANTED.md): it
 //! reports the planted differences and nothing else, says which side has what,
-//! sets known inaccuracies apart and reports stale known entries.
+//! sets known inaccuracies apart and reports stale known entries; the fake Go
+//! client (`codersdk/agentsdk/agentsdk.go`) vouches for routes swagger skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,6 +159,12 @@ fn reports_exactly_the_planted_differences() {
         (
             "openapi",
             "added",
+            "POST /api/v2/workspaceagents/me/experimental/widgets/sync",
+            "endpoint missing from spec/openapi.yaml (called in codersdk/agentsdk/agentsdk.go; not in swagger.json)",
+        ),
+        (
+            "openapi",
+            "added",
             "POST /api/v2/workspaceagents/me/heartbeat",
             "endpoint missing from spec/openapi.yaml",
         ),
@@ -251,7 +258,7 @@ fn known_inaccuracies_are_set_apart_with_their_evidence_and_stale_entries_report
     );
     assert_eq!(
         v["counts"],
-        serde_json::json!({"real": 18, "known": 1, "out_of_scope": 0, "stale": 1})
+        serde_json::json!({"real": 19, "known": 1, "out_of_scope": 0, "stale": 1})
     );
 }
 
@@ -267,7 +274,7 @@ fn text_output_is_a_checklist() {
         "{text}"
     );
     assert!(
-        text.contains("18 differences, 1 known, 0 out of scope, 1 stale."),
+        text.contains("19 differences, 1 known, 0 out of scope, 1 stale."),
         "{text}"
     );
     assert!(
@@ -292,6 +299,7 @@ fn unplanted(copy: &Path) {
         "tailnet/proto/tailnet.proto",
         "tailnet/proto/version.go",
         "coderd/apidoc/swagger.json",
+        "codersdk/agentsdk/agentsdk.go",
     ] {
         std::fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
         std::fs::copy(fixture().join(f), copy.join(f)).unwrap();
@@ -324,6 +332,16 @@ fn unplanted(copy: &Path) {
         "",
     );
     edit(go, "CurrentMinor = 12", "CurrentMinor = 11");
+    edit(
+        "codersdk/agentsdk/agentsdk.go",
+        "\t\t\"/api/v2/workspaceagents/me/experimental/widgets/sync\",\n",
+        "\t\t\"/api/v2/users/me/widgets\",\n",
+    );
+    edit(
+        "codersdk/agentsdk/agentsdk.go",
+        "http.MethodPost, \"/api/v2/workspaceagents/me/heartbeat\"",
+        "http.MethodPost, \"/api/v2/users/me/heartbeat\"",
+    );
     let swagger = copy.join("coderd/apidoc/swagger.json");
     let mut d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&swagger).unwrap()).unwrap();
     let paths = d["paths"].as_object_mut().unwrap();
@@ -482,7 +500,7 @@ fn out_of_scope_entries_set_upstream_additions_apart_and_go_stale_on_anything_el
     );
     assert_eq!(
         v["counts"],
-        serde_json::json!({"real": 17, "known": 1, "out_of_scope": 1, "stale": 2})
+        serde_json::json!({"real": 18, "known": 1, "out_of_scope": 1, "stale": 2})
     );
     let text = String::from_utf8_lossy(&upstream_with_spec(&fixture(), &spec, "text").stdout).into_owned();
     assert!(
@@ -490,7 +508,7 @@ fn out_of_scope_entries_set_upstream_additions_apart_and_go_stale_on_anything_el
         "{text}"
     );
     assert!(
-        text.contains("17 differences, 1 known, 1 out of scope, 2 stale."),
+        text.contains("18 differences, 1 known, 1 out of scope, 2 stale."),
         "{text}"
     );
 }
@@ -506,6 +524,78 @@ fn an_out_of_scope_entry_without_evidence_is_refused() {
     let out = upstream_with_spec(&fixture(), &spec, "text");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no `evidence`"));
+}
+
+#[test]
+fn routes_only_the_go_client_calls_count_as_upstream_routes() {
+    let v = json(&upstream(&fixture(), "json"));
+    let changes = items(&v["changes"]);
+    // fake-spec/ has the rpc route, the fake swagger.json skips it, the fake client dials it.
+    assert!(
+        !changes.iter().any(|c| c.2.contains("/me/rpc")),
+        "a spec/ route the Go client calls is upstream's: {changes:?}"
+    );
+    // Called by the client and documented in swagger.json: reported once, from swagger.
+    let heartbeat: Vec<_> = changes.iter().filter(|c| c.2.ends_with("/me/heartbeat")).collect();
+    assert_eq!(heartbeat.len(), 1, "{heartbeat:?}");
+    assert_eq!(heartbeat[0].3, "endpoint missing from spec/openapi.yaml");
+    // Commented-out and non-agent calls are not routes.
+    assert!(!changes
+        .iter()
+        .any(|c| c.2.starts_with("DELETE ") || c.2.contains("/users/me")));
+    assert_eq!(v["notes"], serde_json::json!([]));
+}
+
+#[test]
+fn a_checkout_without_agentsdk_go_skips_the_client_routes_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), tmp.path());
+    std::fs::remove_file(tmp.path().join("codersdk/agentsdk/agentsdk.go")).unwrap();
+    let out = upstream(tmp.path(), "json");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(
+        v["notes"],
+        serde_json::json!([
+            "codersdk/agentsdk/agentsdk.go is missing: the routes upstream's Go client calls were not compared"
+        ])
+    );
+    let changes = items(&v["changes"]);
+    assert!(!changes.iter().any(|c| c.2.contains("/widgets/")), "{changes:?}");
+    assert!(
+        changes.contains(&(
+            "openapi".to_owned(),
+            "removed".to_owned(),
+            "GET /api/v2/workspaceagents/me/rpc".to_owned(),
+            "endpoint not in upstream's swagger.json".to_owned(),
+        )),
+        "without the client nothing vouches for the route swagger skips: {changes:?}"
+    );
+    let text = String::from_utf8_lossy(&upstream(tmp.path(), "text").stdout).into_owned();
+    assert!(
+        text.contains(
+            "Note: codersdk/agentsdk/agentsdk.go is missing: the routes upstream's Go client calls were not compared\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_agentsdk_go_the_scanner_finds_no_route_in_gets_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), tmp.path());
+    std::fs::write(
+        tmp.path().join("codersdk/agentsdk/agentsdk.go"),
+        "package agentsdk\n\nfunc (c *Client) Do(ctx context.Context) error { return c.call(ctx, routeTable[0]) }\n",
+    )
+    .unwrap();
+    let v = json(&upstream(tmp.path(), "json"));
+    assert_eq!(
+        v["notes"],
+        serde_json::json!([
+            "codersdk/agentsdk/agentsdk.go: the scanner found no agent route in it; its calls were not compared"
+        ])
+    );
 }
 
 #[test]
