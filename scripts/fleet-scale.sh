@@ -24,7 +24,7 @@ IDLE_S="${IDLE_S:-60}"
 DIALS="${DIALS:-16}"
 # Go's keepalive gives a pong 10 s; a load generator on 2 busy shared cores
 # may answer later than that, so allow longer here (it did not decide the
-# 100,000-agent result: call timeouts did, see README).
+# 100,000-agent result on a loaded machine: call timeouts did, see README).
 KEEPALIVE_TIMEOUT="${KEEPALIVE_TIMEOUT:-60s}"
 DEADLINE_S="${DEADLINE_S:-900}"
 BIN="${BIN:-target/release/examples}"
