@@ -676,10 +676,14 @@ async fn main() -> ExitCode {
         }
     };
     // Log lines (the library's warnings: refused agents, ...) carry the
-    // agent span: `fleet_agent{shard=I agent=G}`.
+    // agent span: `fleet_agent{shard=I agent=G}`. The yamux crate warns
+    // when a peer that already hung up cannot be sent its GoAway, which
+    // every agent of a stopping fleet hits: only its errors are shown.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,yamux=error".into()),
+        )
         .init();
     let (soft, hard) = raise_nofile();
     if o.tls {
