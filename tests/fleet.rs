@@ -51,7 +51,11 @@ fn fleet_for(server: &EmbeddedServer, tokens: &[String]) -> Fleet {
 async fn wait_server(server: &EmbeddedServer, what: &str, done: impl Fn(&EmbeddedServer) -> bool) {
     let deadline = tokio::time::Instant::now() + SETTLE;
     while !done(server) {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what} (the server has {} sessions)",
+            server.connections()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

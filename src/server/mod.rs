@@ -295,8 +295,10 @@ impl ServerBuilder {
                 .entry(token)
                 .or_insert_with(|| Arc::new(api::AgentEntry::new(uuid::Uuid::new_v4(), true)));
         }
+        let shutdown = CancellationToken::new();
         let state = ServerState {
             inner: Arc::new(StateInner {
+                stopped: shutdown.clone(),
                 agent_tokens: agents,
                 token: self.token,
                 keepalive: self.keepalive,
@@ -324,7 +326,6 @@ impl ServerBuilder {
             .merge(rest::routes())
             .fallback(not_found)
             .with_state(state.clone());
-        let shutdown = CancellationToken::new();
         let task = tokio::spawn(listener::serve(
             listener,
             app,
@@ -476,6 +477,10 @@ pub(crate) struct ServerState {
 
 #[derive(Debug)]
 struct StateInner {
+    /// Cancelled when the server stops. Every connection's kick token is a
+    /// child of it, so a websocket upgraded while the server is stopping
+    /// (its request already read when the listener stopped) ends too.
+    stopped: CancellationToken,
     token: String,
     /// Every accepted token and its agent.
     agent_tokens: HashMap<String, Arc<api::AgentEntry>>,
@@ -568,7 +573,7 @@ impl ServerState {
     pub(crate) fn connection_opened(&self, info: ConnectionInfo, session: Session) -> Arc<ConnectionEntry> {
         let entry = Arc::new(ConnectionEntry {
             session,
-            kick: CancellationToken::new(),
+            kick: self.inner.stopped.child_token(),
             info,
         });
         lock(&self.inner.connections).push(entry.clone());
@@ -736,5 +741,40 @@ pub fn demo_manifest(base_url: &url::Url) -> agent::Manifest {
         }],
         devcontainers: Vec::new(),
         secrets: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    /// A websocket upgraded after `shutdown()` (its request was already read
+    /// when the listener stopped) is registered with its kick already
+    /// fired, so it ends at once instead of outliving the server: the race
+    /// that left one agent of a restarted fleet on a stopped server.
+    #[tokio::test]
+    async fn a_connection_registered_after_shutdown_is_kicked_at_once() {
+        let server = ServerBuilder::default()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let (io, _peer) = tokio::io::duplex(1024);
+        let (session, _incoming) = crate::mux::yamux::Session::server(io, Default::default());
+        let info = ConnectionInfo {
+            version: crate::drpc::ApiVersion::new(2, 0),
+            role: String::new(),
+        };
+        let before = server.state.connection_opened(info.clone(), session.clone());
+        assert!(
+            !before.kick.is_cancelled(),
+            "a live server does not kick new connections"
+        );
+        server.shutdown();
+        assert!(before.kick.is_cancelled(), "shutdown kicks the connections it knows");
+        let after = server.state.connection_opened(info, session);
+        tokio::time::timeout(std::time::Duration::from_secs(5), after.kicked())
+            .await
+            .expect("a connection registered after shutdown is kicked at once");
     }
 }
