@@ -401,12 +401,19 @@ impl FleetBuilder {
             return Err(Error::Config("a fleet needs at least one agent token".to_owned()));
         }
         let tls = self.tls.transpose()?;
-        let mut http = crate::client::http_client_builder();
-        if let Some(config) = &tls {
-            // REST calls (log sources, ...) trust what the websocket trusts.
-            http = http.tls_backend_preconfigured((**config).clone());
-        }
-        let http = http.build().map_err(|e| Error::Config(e.to_string()))?;
+        // REST calls (log sources, ...) trust what the websocket trusts and
+        // take the same proxy decision: one network configuration.
+        let net = match &tls {
+            Some(config) => crate::net::NetConfig {
+                tls: config.clone(),
+                proxy: crate::net::proxy::ProxyChoice::from_env(),
+            },
+            None => crate::net::NetConfig::default(),
+        };
+        let http = net
+            .http_client_builder()
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
         let shard = self.shard.unwrap_or_else(Shard::whole);
         let mut clients = Vec::with_capacity(count);
         for local in 0..count {
